@@ -1,0 +1,89 @@
+"""The one place where errors become HTTP responses.
+
+Every error a client sees has llama-swap's envelope — JSON by default, or
+plain text / HTML when the client's ``Accept`` asks for it — and never a
+traceback or aiohttp's HTML error page.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from modelswap.errors import ModelswapError
+
+log = logging.getLogger("modelswap.server")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_TYPE_AND_CODE: dict[int, tuple[str, str]] = {
+    400: ("invalid_request_error", "bad_request"),
+    401: ("authentication_error", "unauthorized"),
+    403: ("authentication_error", "forbidden"),
+    404: ("invalid_request_error", "not_found"),
+    409: ("invalid_request_error", "conflict"),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+    502: ("server_error", "bad_gateway"),
+    503: ("server_error", "service_unavailable"),
+    504: ("server_error", "gateway_timeout"),
+}
+
+
+def error_type_and_code(status: int) -> tuple[str, str]:
+    """OpenAI-style ``type`` and ``code`` for a status, as llama-swap assigns them."""
+    if status in _TYPE_AND_CODE:
+        return _TYPE_AND_CODE[status]
+    if 400 <= status < 500:
+        return ("invalid_request_error", "invalid_request")
+    return ("server_error", "internal_error")
+
+
+def error_response(
+    request: web.Request,
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """Build the error body in the format the client's ``Accept`` header prefers."""
+    accept = request.headers.get("Accept", "")
+    if "text/plain" in accept:
+        return web.Response(
+            status=status, text=f"llama-swap: {message}", content_type="text/plain", headers=headers
+        )
+    if "text/html" in accept:
+        body = f"<html><body><h1>llama-swap</h1><p>{html.escape(message)}</p></body></html>"
+        return web.Response(status=status, text=body, content_type="text/html", headers=headers)
+    error_type, default_code = error_type_and_code(status)
+    payload = {
+        "src": "llama-swap",
+        "error": {
+            "message": message,
+            "type": error_type,
+            "param": None,
+            "code": code or default_code,
+        },
+    }
+    return web.json_response(payload, status=status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map our errors to their status, and anything unexpected to a 500 with no traceback."""
+    try:
+        return await handler(request)
+    except ModelswapError as error:
+        headers = None
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            headers = {"Retry-After": str(retry_after)}
+        return error_response(request, error.status, error.message, code=error.code, headers=headers)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("internal error handling %s %s", request.method, request.path)
+        return error_response(request, 500, "internal error")
