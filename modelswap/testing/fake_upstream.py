@@ -1,0 +1,575 @@
+"""A fake OpenAI/Anthropic/llama-server compatible inference server.
+
+Every integration test, the demo and the benchmarks put this behind modelswap
+instead of a real llama-server, so it has to be three things at once:
+
+* **real**: an actual child process speaking HTTP on a port, so the process
+  machinery (spawn, health, SIGTERM, group kill) is exercised for real;
+* **observable**: every answer names the model id that served it and echoes
+  what it received (body, model, headers), and ``--event-log`` writes one
+  JSON line per lifecycle event, so tests wait on facts instead of sleeping;
+* **fast**: no per-request logging, uvloop when importable, small writes.
+
+Run it as ``python -m modelswap.testing.fake_upstream --port N --model-id X``.
+Failure modes (``--exit-at-start``, ``--never-healthy``, ``--crash-after``,
+``--ignore-sigterm``, ``--fork-grandchild``, ``--slow-body``) let process tests
+provoke each path of spec router.md §2. Payload shapes live in
+:mod:`modelswap.testing.fake_shapes`; spawning helpers in
+:mod:`modelswap.testing.fake_process`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+from aiohttp import web
+
+from modelswap.testing import fake_shapes as shapes
+from modelswap.testing.fake_options import Options, parse_args
+from modelswap.testing.fake_shapes import JsonDict
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+GRANDCHILD_SECONDS = 600  # long enough for any test, short enough not to linger for ever
+SLOW_BODY_PIECES = 4
+MAX_BODY = 256 * 1024 * 1024  # audio uploads can be large
+# SIGTERM back to default: an ignored disposition (--ignore-sigterm) is inherited.
+_GRANDCHILD_CODE = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_DFL); "
+    f"time.sleep({GRANDCHILD_SECONDS})"
+)
+_TRUE_STRINGS = frozenset({"true", "t", "1"})
+
+
+class EventLog:
+    """Append-only JSON lines, flushed one by one so a test can wait on them.
+
+    A no-op without a path: the hot path then costs one attribute check.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self._file: IO[str] | None = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
+
+    def emit(self, event: str, **fields: Any) -> None:
+        if self._file is None:
+            return
+        self._file.write(json.dumps({"event": event, "t": time.time(), **fields}) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+class BadRequest(Exception):
+    """The client sent something we cannot parse; answered with 400 JSON."""
+
+
+@dataclass
+class Call:
+    """One inference request as an endpoint sees it (body already parsed)."""
+
+    request: web.Request
+    body: JsonDict
+    model: Any  # the ``model`` value received, whatever its JSON type; None if absent
+
+    @property
+    def stream(self) -> bool:
+        """Truthy like llama-swap reads it: true, non-zero number, "true"/"t"/"1"."""
+        v = self.body.get("stream")
+        if isinstance(v, str):
+            return v.lower() in _TRUE_STRINGS
+        return bool(v) and isinstance(v, bool | int | float)
+
+
+Endpoint = Callable[[Call], Awaitable[web.StreamResponse]]
+
+
+def _sse(data: JsonDict, event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data)}\n\n".encode()
+
+
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+class FakeUpstream:
+    """The server: options, a few counters, and the aiohttp handlers as methods.
+
+    All state lives on the one event loop thread, so plain attributes suffice.
+    """
+
+    def __init__(self, opts: Options, log: EventLog, clock: Callable[[], float] = time.monotonic):
+        self.opts = opts
+        self.log = log
+        self._clock = clock
+        self._listening_at: float | None = None
+        self._healthy = False
+        self._completed = 0
+        self._ids = itertools.count(1)
+        self.stopping = False
+        self._ok = json.dumps({"status": "ok", "model_id": opts.model_id}).encode()
+        self._loading = json.dumps(
+            {
+                "error": {"code": 503, "message": "Loading model", "type": "unavailable_error"},
+                "model_id": opts.model_id,
+            }
+        ).encode()
+
+    def __repr__(self) -> str:
+        return (
+            f"<FakeUpstream {self.opts.model_id!r} port={self.opts.port} "
+            f"healthy={self._healthy} completed={self._completed}>"
+        )
+
+    def mark_listening(self) -> None:
+        self._listening_at = self._clock()
+
+    # --- app wiring -------------------------------------------------------------
+
+    def build_app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY)
+        r = app.router
+        r.add_get("/health", self.health)
+        r.add_get("/v1/models", self.models)
+        r.add_get("/models", self.models)
+        r.add_get("/props", self.props)
+        endpoints: dict[str, Endpoint] = {
+            "/v1/chat/completions": self.chat,
+            "/v1/completions": self.completions,
+            "/v1/embeddings": self.embeddings,
+            "/v1/rerank": self.rerank,
+            "/v1/reranking": self.rerank,
+            "/rerank": self.rerank,
+            "/reranking": self.rerank,
+            "/v1/messages": self.messages,
+            "/v1/messages/count_tokens": self.count_tokens,
+            "/v1/audio/speech": self.speech,
+            "/v1/images/generations": self.images,
+            "/completion": self.llama_completion,
+            "/infill": self.llama_completion,
+            "/v1/responses": self.responses,
+        }
+        for path, endpoint in endpoints.items():
+            r.add_post(path, self._inference(endpoint, self._json_call))
+        r.add_post("/v1/audio/transcriptions", self._inference(self.transcribe, self._form_call))
+        r.add_route("*", "/{tail:.*}", self.catch_all)
+        return app
+
+    def _headers(self, received_model: Any = None) -> dict[str, str]:
+        headers = {"X-Fake-Model-Id": self.opts.model_id}
+        if isinstance(received_model, str):
+            headers["X-Fake-Received-Model"] = received_model
+        return headers
+
+    def _stamp(self, payload: JsonDict, call: Call, *, echo: bool = True) -> JsonDict:
+        """Add who-served-what fields; ``echo`` adds the received body and headers."""
+        payload["model_id"] = self.opts.model_id
+        payload["received_model"] = call.model
+        if echo:
+            payload["received"] = call.body
+            payload["received_headers"] = _headers_dict(call.request)
+        return payload
+
+    def _inference(
+        self, endpoint: Endpoint, parse: Callable[[web.Request], Awaitable[Call]]
+    ) -> Handler:
+        """Wrap an endpoint with parsing, the event log and crash-after accounting.
+
+        The endpoint writes its response itself (prepare → write_eof) so that
+        "completed" really means the bytes were handed to the socket: only then
+        may ``--crash-after`` pull the plug.
+        """
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            try:
+                call = await parse(request)
+            except BadRequest as exc:
+                self.log.emit("request", path=request.path, model=None, error=str(exc))
+                resp: web.StreamResponse = await self._send_error(request, 400, str(exc))
+                self._finish(request.path, None, resp.status)
+                return resp
+            self.log.emit("request", path=request.path, model=call.model, stream=call.stream)
+            try:
+                resp = await endpoint(call)
+            except asyncio.CancelledError:  # handler_cancellation: the client went away
+                self._disconnected(call)
+                raise
+            except ConnectionError:  # a write raced the cancellation
+                self._disconnected(call)
+                # Raising would make aiohttp log a 500 traceback; a response it
+                # cannot write is dropped silently instead.
+                return web.Response(status=499)
+            self._finish(request.path, call.model, resp.status)
+            return resp
+
+        return handler
+
+    def _disconnected(self, call: Call) -> None:
+        if not self.stopping:
+            self.log.emit("client_disconnected", path=call.request.path, model=call.model)
+
+    def _finish(self, path: str, model: Any, status: int) -> None:
+        self.log.emit("request_done", path=path, model=model, status=status)
+        self._completed += 1
+        if self.opts.crash_after is not None and self._completed >= self.opts.crash_after:
+            self.log.emit("crash", completed=self._completed)
+            sys.stdout.flush()
+            os._exit(1)  # abrupt on purpose: no cleanup, like a segfaulting server
+
+    async def _json_call(self, request: web.Request) -> Call:
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            raise BadRequest(f"invalid JSON body: {exc}") from None
+        if not isinstance(body, dict):
+            raise BadRequest("JSON body must be an object")
+        return Call(request, body, body.get("model"))
+
+    async def _form_call(self, request: web.Request) -> Call:
+        if not request.content_type.startswith("multipart/"):
+            raise BadRequest("expected multipart/form-data")
+        form = await request.post()
+        body: JsonDict = {}
+        for key, value in form.items():
+            if isinstance(value, web.FileField):
+                size = len(value.file.read())
+                body[key] = {"filename": value.filename, "size": size}
+            elif isinstance(value, str):
+                body[key] = value
+        return Call(request, body, body.get("model"))
+
+    # --- writing ----------------------------------------------------------------
+
+    async def _send_bytes(
+        self, request: web.Request, data: bytes, content_type: str, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        """Write a complete body now, in slow pieces when ``--slow-body`` asks."""
+        if self.opts.slow_body <= 0:
+            resp = web.Response(body=data, content_type=content_type, headers=headers)
+            await resp.prepare(request)
+            await resp.write_eof()
+            return resp
+        sresp = web.StreamResponse(headers=headers)
+        sresp.content_type = content_type
+        sresp.content_length = len(data)
+        await sresp.prepare(request)
+        n = len(data)
+        for i in range(SLOW_BODY_PIECES):
+            if i:
+                await asyncio.sleep(self.opts.slow_body)
+            await sresp.write(data[i * n // SLOW_BODY_PIECES : (i + 1) * n // SLOW_BODY_PIECES])
+        await sresp.write_eof()
+        return sresp
+
+    async def _send_json(self, call: Call, payload: Any) -> web.StreamResponse:
+        return await self._send_bytes(
+            call.request,
+            json.dumps(payload).encode(),
+            "application/json",
+            self._headers(call.model),
+        )
+
+    async def _send_error(self, request: web.Request, status: int, message: str) -> web.Response:
+        error = {"code": status, "message": message, "type": "invalid_request_error"}
+        body = {"error": error, "model_id": self.opts.model_id}
+        resp = web.json_response(body, status=status, headers=self._headers())
+        await resp.prepare(request)
+        await resp.write_eof()
+        return resp
+
+    async def _stream(
+        self, call: Call, events: Sequence[shapes.Frame], *, done: bool
+    ) -> web.StreamResponse:
+        """Send SSE events ``--chunk-interval`` apart; ``done`` appends ``[DONE]``.
+
+        Every event says who served it; the first also echoes what was received.
+        A write after the client left raises ConnectionError, which the
+        ``_inference`` wrapper logs as ``client_disconnected``.
+        """
+        resp = web.StreamResponse(headers=self._headers(call.model))
+        resp.content_type = "text/event-stream"
+        resp.headers["Cache-Control"] = "no-cache"
+        await resp.prepare(call.request)
+        interval = self.opts.chunk_interval
+        frames = [
+            _sse(self._stamp(data, call, echo=i == 0), name)
+            for i, (name, data) in enumerate(events)
+        ]
+        if done:
+            frames.append(SSE_DONE)
+        for i, frame in enumerate(frames):
+            if i and interval > 0:
+                await asyncio.sleep(interval)
+            await resp.write(frame)
+        await resp.write_eof()
+        return resp
+
+    def _new_id(self, prefix: str) -> str:
+        return f"{prefix}{os.getpid()}-{next(self._ids)}"
+
+    # --- plain endpoints ----------------------------------------------------------
+
+    async def health(self, request: web.Request) -> web.Response:
+        if self.opts.never_healthy or not self._past_startup_delay():
+            return web.Response(
+                body=self._loading,
+                status=503,
+                content_type="application/json",
+                headers=self._headers(),
+            )
+        if not self._healthy:
+            self._healthy = True
+            self.log.emit("healthy")
+        return web.Response(body=self._ok, content_type="application/json", headers=self._headers())
+
+    def _past_startup_delay(self) -> bool:
+        if self.opts.startup_delay <= 0:
+            return True
+        started = self._listening_at
+        return started is not None and self._clock() - started >= self.opts.startup_delay
+
+    async def models(self, request: web.Request) -> web.Response:
+        body = shapes.models_list(self.opts.model_id, int(time.time()))
+        body["model_id"] = self.opts.model_id
+        return web.json_response(body, headers=self._headers())
+
+    async def props(self, request: web.Request) -> web.Response:
+        model = request.query.get("model")
+        body = shapes.props(self.opts.model_id)
+        body.update(
+            model_id=self.opts.model_id,
+            received_model=model,
+            query=dict(request.query),
+            received_headers=_headers_dict(request),
+        )
+        return web.json_response(body, headers=self._headers(model))
+
+    async def catch_all(self, request: web.Request) -> web.Response:
+        """Echo anything unrouted, for ``/upstream/<model>/...`` passthrough tests."""
+        raw = await request.read()
+        body = {
+            "path": request.path,
+            "method": request.method,
+            "model_id": self.opts.model_id,
+            "query": dict(request.query),
+            "query_string": request.query_string,
+            "received_headers": _headers_dict(request),
+            "body": raw.decode("utf-8", "replace"),
+        }
+        return web.json_response(body, headers=self._headers())
+
+    # --- inference endpoints ----------------------------------------------------------
+
+    def _pieces(self) -> list[str]:
+        return shapes.split_text(self.opts.text, self.opts.chunks)
+
+    async def chat(self, call: Call) -> web.StreamResponse:
+        rid, model, created = self._new_id("chatcmpl-"), self.opts.model_id, int(time.time())
+        prompt_n, pieces = shapes.count_words(call.body.get("messages")), self._pieces()
+        if call.stream:
+            frames = shapes.chat_stream(
+                rid, model, created, pieces, prompt_n, _include_usage(call.body)
+            )
+            return await self._stream(call, frames, done=True)
+        body = shapes.chat_completion(rid, model, created, self.opts.text, prompt_n, len(pieces))
+        return await self._send_json(call, self._stamp(body, call))
+
+    async def completions(self, call: Call) -> web.StreamResponse:
+        rid, model, created = self._new_id("cmpl-"), self.opts.model_id, int(time.time())
+        prompt_n, pieces = shapes.count_words(call.body.get("prompt")), self._pieces()
+        if call.stream:
+            frames = shapes.completion_stream(
+                rid, model, created, pieces, prompt_n, _include_usage(call.body)
+            )
+            return await self._stream(call, frames, done=True)
+        body = shapes.text_completion(rid, model, created, self.opts.text, prompt_n, len(pieces))
+        return await self._send_json(call, self._stamp(body, call))
+
+    async def embeddings(self, call: Call) -> web.StreamResponse:
+        raw = call.body.get("input", call.body.get("content", ""))
+        inputs = [raw] if isinstance(raw, str) else list(raw) if isinstance(raw, list) else []
+        texts = [t if isinstance(t, str) else json.dumps(t) for t in inputs]
+        dims = call.body.get("dimensions")
+        fmt = call.body.get("encoding_format") or "float"
+        body = shapes.embeddings(
+            self.opts.model_id, texts, dims if isinstance(dims, int) and dims > 0 else 8, fmt
+        )
+        return await self._send_json(call, self._stamp(body, call))
+
+    async def rerank(self, call: Call) -> web.StreamResponse:
+        docs = [d if isinstance(d, str) else json.dumps(d) for d in call.body.get("documents", [])]
+        top_n = call.body.get("top_n")
+        body = shapes.rerank(
+            self.opts.model_id,
+            str(call.body.get("query", "")),
+            docs,
+            top_n if isinstance(top_n, int) else None,
+        )
+        return await self._send_json(call, self._stamp(body, call))
+
+    def _anthropic_input_n(self, body: JsonDict) -> int:
+        return shapes.count_words([body.get("system"), body.get("messages")])
+
+    async def messages(self, call: Call) -> web.StreamResponse:
+        rid, model = self._new_id("msg_"), self.opts.model_id
+        input_n, pieces = self._anthropic_input_n(call.body), self._pieces()
+        if not call.stream:
+            body = shapes.anthropic_message(rid, model, self.opts.text, input_n, len(pieces))
+            return await self._send_json(call, self._stamp(body, call))
+        frames = shapes.anthropic_stream_events(rid, model, pieces, input_n)
+        return await self._stream(call, frames, done=False)
+
+    async def count_tokens(self, call: Call) -> web.StreamResponse:
+        body = {"input_tokens": self._anthropic_input_n(call.body)}
+        return await self._send_json(call, self._stamp(body, call))
+
+    async def transcribe(self, call: Call) -> web.StreamResponse:
+        if call.body.get("response_format") == "text":
+            return await self._send_bytes(
+                call.request, self.opts.text.encode(), "text/plain", self._headers(call.model)
+            )
+        file = call.body.get("file")
+        body = {"text": self.opts.text, "file": file}
+        return await self._send_json(call, self._stamp(body, call))
+
+    async def speech(self, call: Call) -> web.StreamResponse:
+        data = shapes.speech_bytes(str(call.body.get("input", "")), self.opts.model_id)
+        return await self._send_bytes(call.request, data, "audio/mpeg", self._headers(call.model))
+
+    async def images(self, call: Call) -> web.StreamResponse:
+        n = call.body.get("n", 1)
+        count = n if isinstance(n, int) and 0 < n <= 10 else 1
+        image = {
+            "b64_json": base64.b64encode(shapes.TINY_PNG).decode(),
+            "revised_prompt": str(call.body.get("prompt", "")),
+        }
+        body = {"created": int(time.time()), "data": [dict(image) for _ in range(count)]}
+        return await self._send_json(call, self._stamp(body, call))
+
+    async def llama_completion(self, call: Call) -> web.StreamResponse:
+        """llama-server ``/completion`` and ``/infill`` (the latter answers an array)."""
+        model, pieces = self.opts.model_id, self._pieces()
+        prompt_n = shapes.count_words(
+            [call.body.get(k) for k in ("prompt", "input_prefix", "input_suffix", "input_extra")]
+        )
+        if call.stream:
+            return await self._stream(
+                call, shapes.llama_stream(model, pieces, prompt_n), done=False
+            )
+        final = shapes.llama_completion(model, self.opts.text, prompt_n, len(pieces), stop=True)
+        self._stamp(final, call)
+        return await self._send_json(call, [final] if call.request.path == "/infill" else final)
+
+    async def responses(self, call: Call) -> web.StreamResponse:
+        rid, model, created = self._new_id("resp_"), self.opts.model_id, int(time.time())
+        input_n, pieces = shapes.count_words(call.body.get("input")), self._pieces()
+        if call.stream:
+            frames = shapes.responses_stream(rid, model, created, pieces, input_n)
+            return await self._stream(call, frames, done=False)
+        body = shapes.response_object(rid, model, created, self.opts.text, input_n, len(pieces))
+        return await self._send_json(call, self._stamp(body, call))
+
+    # --- signals ---------------------------------------------------------------------
+
+    def on_sigterm(self, stop: asyncio.Event) -> None:
+        self.log.emit("sigterm", ignored=self.opts.ignore_sigterm)
+        if not self.opts.ignore_sigterm:
+            stop.set()
+
+
+def _headers_dict(request: web.BaseRequest) -> dict[str, str]:
+    return {k.lower(): v for k, v in request.headers.items()}
+
+
+def _include_usage(body: JsonDict) -> bool:
+    opts = body.get("stream_options")
+    return isinstance(opts, dict) and bool(opts.get("include_usage"))
+
+
+def spawn_grandchild() -> subprocess.Popen[bytes]:
+    """A sleeper in OUR process group (no new session): it survives a kill of
+    the parent alone, and dies only if the whole group is signalled, which is
+    exactly what process-supervision tests need to prove. It inherits stdout
+    and stderr, like a wrapper script's background job would, so it also holds
+    the supervisor's pipes open (spec router.md §2.5 step 4)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", _GRANDCHILD_CODE],
+        stdin=subprocess.DEVNULL,
+    )
+
+
+async def serve(opts: Options) -> int:
+    """Listen until SIGTERM/SIGINT; return the process exit code."""
+    log = EventLog(opts.event_log)
+    fake = FakeUpstream(opts, log)
+    # Cancel the handler when the client goes away, so a disconnect during a
+    # sleep (chunk interval, slow body) is noticed at once, not at the next write.
+    runner = web.AppRunner(
+        fake.build_app(), access_log=None, handler_cancellation=True, shutdown_timeout=0.5
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, opts.host, opts.port, reuse_address=True, shutdown_timeout=0.5)
+        await site.start()
+    except OSError as exc:
+        print(f"fake upstream {opts.model_id}: cannot listen: {exc}", file=sys.stderr, flush=True)
+        await runner.cleanup()
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, fake.on_sigterm, stop)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    fake.mark_listening()
+    log.emit("listening", host=opts.host, port=opts.port, pid=os.getpid())
+    print(f"fake upstream {opts.model_id} listening on http://{opts.host}:{opts.port}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        fake.stopping = True
+        await runner.cleanup()
+        log.close()
+    return 0
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is the optional "fast" extra
+        return None
+    return uvloop.new_event_loop
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts = parse_args(argv)
+    if opts.ignore_sigterm:
+        # Ignore from the very first instruction; the loop handler replaces
+        # this later only to log the signal.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if opts.exit_at_start is not None:
+        print(
+            f"fake upstream {opts.model_id}: exiting at start with code {opts.exit_at_start}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return opts.exit_at_start
+    if opts.fork_grandchild:
+        child = spawn_grandchild()
+        print(f"grandchild pid {child.pid}", flush=True)
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(serve(opts))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
