@@ -49,6 +49,16 @@ def _ssl_context(options: ServeOptions) -> ssl.SSLContext | None:
     return context
 
 
+def _bound_url(runner: web.AppRunner, public_url: str) -> str:
+    """The URL with the port actually bound (``--listen 127.0.0.1:0`` picks a free one)."""
+    scheme, _, rest = public_url.partition("://")
+    host = rest.rpartition(":")[0]
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return f"{scheme}://{host}:{address[1]}"
+    return public_url
+
+
 async def run_server(loaded: LoadedConfig, options: ServeOptions, public_url: str) -> int:
     """Serve until SIGTERM/SIGINT, then shut down gracefully and return the exit code."""
     app = build_app(loaded.config)
@@ -70,8 +80,8 @@ async def run_server(loaded: LoadedConfig, options: ServeOptions, public_url: st
         loop.add_signal_handler(signum, stop.set)
 
     model_ids = ", ".join(sorted(loaded.config.models)) or "(none)"
-    print(f"modelswap listening on {public_url}", flush=True)
     print(f"models: {model_ids}", flush=True)
+    print(f"modelswap listening on {_bound_url(runner, public_url)}", flush=True)
     await stop.wait()
     log.info("shutting down")
     await runner.cleanup()

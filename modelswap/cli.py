@@ -78,7 +78,9 @@ def build_serve_parser() -> argparse.ArgumentParser:
         epilog="Subcommands: 'modelswap check-config FILE', 'modelswap schema'.",
         allow_abbrev=False,
     )
-    _add_flag(parser, "config", metavar="FILE", help="config file (default ./config.yaml, else demo)")
+    _add_flag(
+        parser, "config", metavar="FILE", help="config file (default ./config.yaml, else demo)"
+    )
     _add_flag(parser, "config-dir", dest="config_dir", metavar="DIR", help="extra config files")
     _add_flag(
         parser,
@@ -179,7 +181,9 @@ def serve(argv: Sequence[str]) -> int:
     )
     if not listen.is_loopback:
         log.info("listening on a non-loopback address: the server is reachable by all hosts")
-    return asyncio.run(run_server(loaded, options, public_url=listen.url("https" if tls else "http")))
+    return asyncio.run(
+        run_server(loaded, options, public_url=listen.url("https" if tls else "http"))
+    )
 
 
 def _log_level(name: str) -> int:

@@ -115,3 +115,24 @@ class ServiceUnavailableError(ModelswapError):
 
 class ShuttingDownError(ServiceUnavailableError):
     """The router or a process is shutting down and accepts no new work."""
+
+
+# --- process lifecycle (modelswap.process) ---------------------------------------
+
+
+class StartAbortedError(UpstreamStartError):
+    """A stop or teardown interrupted a start; its requester and waiters get ``aborted``."""
+
+
+class UpstreamExitedError(UpstreamError):
+    """A ready upstream's child exited by itself: ``[<id>] upstream exited unexpectedly``."""
+
+
+class ProcessStoppedError(ServiceUnavailableError):
+    """A ready process was stopped while someone waited on it: ``[<id>] stopped``."""
+
+
+class IllegalTransitionError(ModelswapError):
+    """Our bug: a process tried a state change its transition table forbids."""
+
+    status = 500

@@ -81,7 +81,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         retry_after = getattr(error, "retry_after", None)
         if retry_after is not None:
             headers = {"Retry-After": str(retry_after)}
-        return error_response(request, error.status, error.message, code=error.code, headers=headers)
+        return error_response(
+            request, error.status, error.message, code=error.code, headers=headers
+        )
     except web.HTTPException:
         raise
     except Exception:
