@@ -54,7 +54,12 @@ class YamlDocument:
 _BOOL_TRUE = ("true", "True", "TRUE")
 _BOOL_RE = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 _NULL_RE = re.compile(r"^(?:~|null|Null|NULL|)$")
-_INT_RE = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+# A plain scalar starting with a digit or sign is a number candidate; yaml.v3 then
+# decides int / float / string exactly as ``_go_number`` does.
+_INT_RE = re.compile(r"^[-+]?[0-9_][0-9a-zA-Z_.+-]*$")
+_YAML_STYLE_FLOAT_RE = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
+_GO_PREFIXED_RE = re.compile(r"^0([xX][0-9a-fA-F]+|[oO][0-7]+|[bB][01]+|[0-7]*)$")
+_INT64_MIN, _INT64_MAX, _UINT64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
 _FLOAT_RE = re.compile(
     r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
     r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
@@ -70,7 +75,7 @@ class YamlLoader(yaml.SafeLoader):
     """SafeLoader whose plain-scalar typing follows YAML 1.2 core, like yaml.v3.
 
     Only true/false (three spellings each) are booleans, so ``yes``/``on``/``n``
-    stay strings; no timestamps, no sexagesimal or ``0777``-octal ints, no
+    stay strings; no timestamps, no sexagesimal; ints follow Go's base-0 rules; no
     ``=`` value tag. ``yaml.load(text, Loader=YamlLoader)`` works for quick
     reads; the config pipeline uses ``parse_yaml`` for locations and checks.
     """
@@ -85,15 +90,60 @@ YamlLoader.add_implicit_resolver(TAG_NULL, _NULL_RE, ["~", "n", "N", ""])
 YamlLoader.add_implicit_resolver(TAG_MERGE, re.compile(r"^<<$"), ["<"])
 
 
+def _go_int(plain: str) -> int | None:
+    """Go's ``strconv.ParseInt(s, 0, 64)`` then ``ParseUint``: 0x/0o/0b, and leading-0 octal."""
+    sign, body = (plain[0], plain[1:]) if plain[:1] in ("+", "-") else ("", plain)
+    if not body:
+        return None
+    if body.isdigit() and body[0] != "0":
+        value = int(body, 10)
+    else:
+        match = _GO_PREFIXED_RE.match(body)
+        if match is None:
+            return None
+        digits = match.group(1)
+        if not digits:
+            value = 0
+        elif digits[0] in "xX":
+            value = int(digits[1:], 16)
+        elif digits[0] in "oO":
+            value = int(digits[1:], 8)
+        elif digits[0] in "bB":
+            value = int(digits[1:], 2)
+        else:
+            value = int(digits, 8)
+    if sign == "-":
+        value = -value
+    if _INT64_MIN <= value <= _INT64_MAX:
+        return value
+    if sign == "" and value <= _UINT64_MAX:
+        return value
+    return None
+
+
+def _go_number(text: str) -> int | float | str:
+    """How yaml.v3 types a plain scalar that starts with a digit or sign.
+
+    Underscores are removed first (``1_000`` → 1000); then Go's base-0 integer
+    rules apply (``0x1f``, ``0o17``, ``0b101``, and ``0777`` is octal 511); then
+    a YAML-style float (``089`` → 89.0); anything else stays a string
+    (``1.2.3``, ``2024-01-01``).
+    """
+    plain = text.replace("_", "")
+    as_int = _go_int(plain)
+    if as_int is not None:
+        return as_int
+    if _YAML_STYLE_FLOAT_RE.match(plain):
+        return float(plain)
+    return text
+
+
 def _to_int(text: str) -> int:
-    """YAML 1.2 core int: decimal (leading zeros stay decimal), 0o…, 0x…."""
-    if not _INT_RE.match(text):
+    """An integer as yaml.v3 reads it; anything else is a decode error."""
+    value = _go_number(text)
+    if not isinstance(value, int):
         raise ValueError(f"cannot decode {text!r} as an integer")
-    if text.startswith("0o"):
-        return int(text[2:], 8)
-    if text.startswith("0x"):
-        return int(text[2:], 16)
-    return int(text, 10)
+    return value
 
 
 def _to_float(text: str) -> float:
@@ -105,7 +155,10 @@ def _to_float(text: str) -> float:
         return -math.inf if text.startswith("-") else math.inf
     if lowered == ".nan":
         return math.nan
-    return float(_to_int(text)) if _INT_RE.match(text) else float(text)
+    number = _go_number(text) if _INT_RE.match(text) else float(text)
+    if isinstance(number, str):
+        raise ValueError(f"cannot decode {text!r} as a float")
+    return float(number)
 
 
 def _to_bool(text: str) -> bool:
@@ -121,7 +174,7 @@ def scalar_value(node: ScalarNode) -> Any:
     if node.tag == TAG_BOOL:
         return _to_bool(node.value)
     if node.tag == TAG_INT:
-        return _to_int(node.value)
+        return _go_number(node.value)
     if node.tag == TAG_FLOAT:
         return _to_float(node.value)
     return str(node.value)
