@@ -194,3 +194,11 @@ async def test_tls_serves_https(tmp_path: Path) -> None:
         ):
             assert response.status == 200
         assert await stop_with(served, signal.SIGTERM) == 0
+
+
+def test_check_config_merges_config_dir(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("models:\n  alpha:\n    cmd: s --port ${PORT}\n")
+    (tmp_path / "b.yml").write_text("models:\n  beta:\n    cmd: s --port ${PORT}\n")
+    result = run_cli("check-config", "-config-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "alpha:" in result.stdout and "beta:" in result.stdout
