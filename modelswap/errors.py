@@ -136,3 +136,49 @@ class IllegalTransitionError(ModelswapError):
     """Our bug: a process tried a state change its transition table forbids."""
 
     status = 500
+
+
+class ModelNotLoadedError(ClientError):
+    """An ignored websocket named a model that is not ready; it may not start one (409)."""
+
+    status = 409
+
+
+# --- the local router (modelswap.router) -------------------------------------------
+
+
+class RouterError(ModelswapError):
+    """An admitted request could not be served: llama-swap's 500 ``unspecific error: <reason>``.
+
+    ``message`` (what the client sees) carries the prefix; ``reason`` is the bare
+    router text (``group: model unloaded``, ``health check timed out after 2m0s``)
+    for logs and for the loading stream.
+    """
+
+    status = 500
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"unspecific error: {reason}")
+        self.reason = reason
+
+
+class SwapFailedError(RouterError):
+    """The swap a request waited on failed (the target did not become ready)."""
+
+
+class ModelUnloadedError(RouterError):
+    """The request's model was unloaded while the request waited: ``<router>: model unloaded``."""
+
+
+class RouterShuttingDownError(RouterError, ShuttingDownError):
+    """The router is shutting down: 500 ``unspecific error: <router> is shutting down``.
+
+    Also a :class:`ShuttingDownError`, so ``except ShuttingDownError`` sees it;
+    the status stays llama-swap's 500, not 503.
+    """
+
+
+class ShutdownInProgressError(ModelswapError):
+    """``shutdown()`` was called again: ``<router> shutdown already in progress``."""
+
+    status = 500

@@ -17,6 +17,24 @@ If the client goes away while waiting, the handler's task is cancelled inside
 ``granted()`` (or the server calls ``ticket.cancel()``); the router then
 forgets the request and, if a grant was already on its way, never counts it
 as in flight.
+
+A handler that may fail or be cancelled *between* ``admit`` and ``granted()``
+(a loading stream being set up, say) must call ``ticket.cancel()`` in a
+``finally``: it is idempotent and a no-op once ``granted()`` was entered, and
+without it the ticket's reservation (and any grant already delivered) is
+never given back::
+
+    ticket = await router.admit(model_id)
+    try:
+        ...
+        async with ticket.granted() as upstream:
+            ...
+    finally:
+        ticket.cancel()
+
+Ignored websockets (router spec §3.13) bypass the scheduler entirely:
+``router.loaded_upstream(model_id)`` returns the upstream of a ready model or
+raises 404 / 409, and never starts anything.
 """
 
 from __future__ import annotations
@@ -35,6 +53,11 @@ class Upstream(Protocol):
     @property
     def base_url(self) -> str:
         """The upstream's base URL (the model's ``proxy``), e.g. ``http://127.0.0.1:5800``."""
+        ...
+
+    @property
+    def fifo_priority(self) -> str:
+        """The model's FIFO priority as a decimal string, for activity metadata (§3.4)."""
         ...
 
 
@@ -87,6 +110,16 @@ class ModelRouter(Protocol):
 
     async def admit(self, model_id: str) -> Ticket:
         """Reserve a slot for one request (404 unknown, 429 over the limit, or shutting down)."""
+        ...
+
+    def loaded_upstream(self, model_id: str) -> Upstream:
+        """A ready model's upstream without scheduling (ignored websockets, §3.13).
+
+        No reservation, no in-flight slot, no TTL activity; never starts a
+        model. 404 ``no local server found for requested model`` for a model
+        not served here, 409 ``model <id> is not loaded; ignored websocket
+        requests cannot start it`` if it is not ready.
+        """
         ...
 
     async def unload(self, models: Sequence[str] | None = None, timeout: float = 0) -> None:

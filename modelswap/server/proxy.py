@@ -1,0 +1,329 @@
+"""The streaming forwarder: one request to one upstream, bytes relayed as they arrive.
+
+:class:`UpstreamClient` owns the HTTP client connection pools of one app
+(create it on startup, close it on cleanup: :func:`setup_upstream_client`).
+:meth:`UpstreamClient.forward` is :meth:`~UpstreamClient.open` (send the
+request, wait for the response headers) followed by
+:meth:`~UpstreamClient.relay` (copy the body chunk by chunk); the split is
+the seam for later response capture and metrics.
+
+What it guarantees:
+
+* **Never buffered.** The request body is the bytes already read for model
+  extraction (or their rewrite), else the client's stream is passed through;
+  the response is copied with ``readany()`` → ``write()``, flushed per chunk.
+* **Upstream unreachable** (connect error, reset before headers, header
+  timeout) → :class:`UpstreamUnreachableError`, a 502 with the envelope.
+* **Upstream dies mid-stream** → the client's response ends cleanly (the
+  chunked terminator; a response with a ``Content-Length`` is closed instead,
+  as it cannot end cleanly) and ``recovered from upstream disconnection
+  during streaming`` is logged.
+* **Client disconnects** → the upstream response is closed (not returned to
+  the pool) in ``finally``, which aborts the upstream request at once. This
+  relies on aiohttp cancelling the handler task on disconnect: the app runner
+  MUST be created with ``handler_cancellation=True``. The ``CancelledError``
+  propagates, so a ``finally`` around the forward (the router's "serve done")
+  runs. A write that fails because the client left also aborts the upstream.
+
+Timeouts (per model ``timeouts``; 0 = no limit), mapped onto aiohttp:
+
+* ``connect`` (+ ``tlsHandshake`` for https, since the TLS handshake happens
+  inside the connect) → ``ClientTimeout.sock_connect``;
+* ``responseHeader`` → a deadline around sending the request and receiving
+  the headers (it includes the upload, unlike Go's);
+* ``keepalive`` → TCP keep-alive probes on new sockets;
+* ``idleConn`` → the pool's keep-alive timeout for idle connections;
+* ``expectContinue`` → unused: we never send ``Expect`` upstream (see
+  :mod:`modelswap.server.headers`).
+
+Connection pools are per distinct (keepalive, idleConn, proxy-from-env)
+setting — with default timeouts, one pool for all models. Peers honour
+``HTTP(S)_PROXY``/``NO_PROXY`` (loopback excluded); local upstreams never use
+a proxy. Responses are relayed undecoded (``Content-Encoding`` passes
+through), cookies are never stored, redirects never followed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import ipaddress
+import logging
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+from aiohappyeyeballs import AddrInfoType, SocketFactoryType
+from aiohttp import web
+from yarl import URL
+
+from modelswap.config import ModelTimeouts
+from modelswap.errors import UpstreamError
+from modelswap.server.access_log import add_body_bytes, remember_response
+from modelswap.server.headers import client_response_headers, upstream_request_headers
+
+log = logging.getLogger("modelswap.server.proxy")
+
+#: Errors from the upstream side of a connection (``TimeoutError`` is an ``OSError``).
+UPSTREAM_ERRORS = (aiohttp.ClientError, OSError)
+_SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+
+
+class UpstreamUnreachableError(UpstreamError):
+    """The upstream could not be reached or failed before sending headers (502)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where one request goes and how: the full upstream URL plus transport settings."""
+
+    url: URL
+    name: str
+    """Model or peer model, for log lines."""
+    timeouts: ModelTimeouts
+    peer: bool = False
+    api_key: str = ""
+    """A peer's own key, injected as ``Authorization: Bearer`` and ``x-api-key``."""
+    error_prefix: str = "upstream error"
+
+
+def join_url(base: str, raw_path: str, raw_query: str = "") -> URL:
+    """Base URL + request path (base path kept, one slash between) + both queries.
+
+    ``raw_path``/``raw_query`` are percent-encoded and stay so (``%2F`` survives).
+    """
+    origin, base_path, base_query = _split_base(base)
+    path = base_path + "/" + raw_path.lstrip("/")
+    query = f"{base_query}&{raw_query}" if base_query and raw_query else base_query or raw_query
+    text = f"{origin}{path}"
+    return URL(f"{text}?{query}" if query else text, encoded=True)
+
+
+@functools.lru_cache(maxsize=256)
+def _split_base(base: str) -> tuple[str, str, str]:
+    """``(scheme://authority, path without trailing slash, raw query)`` of a base URL."""
+    url = URL(base)
+    return f"{url.scheme}://{url.raw_authority}", url.raw_path.rstrip("/"), url.raw_query_string
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@functools.lru_cache(maxsize=256)
+def client_timeout(timeouts: ModelTimeouts, *, tls: bool) -> aiohttp.ClientTimeout:
+    """The per-request aiohttp timeout: only connection setup is bounded."""
+    sock_connect: float | None = None
+    if timeouts.connect > 0:
+        extra = timeouts.tls_handshake if tls and timeouts.tls_handshake > 0 else 0
+        sock_connect = float(timeouts.connect + extra)
+    return aiohttp.ClientTimeout(
+        total=None, connect=None, sock_read=None, sock_connect=sock_connect
+    )
+
+
+def _keepalive_factory(period: int) -> SocketFactoryType:
+    def factory(addr_info: AddrInfoType) -> socket.socket:
+        family, type_, proto, _, _ = addr_info
+        sock = socket.socket(family, type_, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, period)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, period)
+        return sock
+
+    return factory
+
+
+@dataclass(frozen=True, slots=True)
+class _PoolKey:
+    keepalive: int
+    idle_conn: int
+    proxy_from_env: bool
+
+
+class UpstreamClient:
+    """HTTP client pools for one app, and the forwarding of requests through them."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[_PoolKey, aiohttp.ClientSession] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<UpstreamClient pools={len(self._sessions)} closed={self._closed}>"
+
+    def session_for(self, target: Target) -> aiohttp.ClientSession:
+        """The pooled session matching ``target``'s connection settings (created lazily)."""
+        if self._closed:
+            raise UpstreamUnreachableError(f"{target.error_prefix}: client is closed")
+        timeouts = target.timeouts
+        key = _PoolKey(
+            max(timeouts.keepalive, 0),
+            max(timeouts.idle_conn, 0),
+            target.peer and not is_loopback(target.url.host),
+        )
+        session = self._sessions.get(key)
+        if session is None:
+            connector = aiohttp.TCPConnector(
+                limit=0,
+                keepalive_timeout=float(key.idle_conn) if key.idle_conn else None,
+                socket_factory=_keepalive_factory(key.keepalive) if key.keepalive else None,
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=_SKIP_AUTO_HEADERS,
+                timeout=aiohttp.ClientTimeout(total=None),
+                trust_env=key.proxy_from_env,
+            )
+            self._sessions[key] = session
+        return session
+
+    async def close(self) -> None:
+        """Close every pool (idempotent); later forwards fail as unreachable."""
+        self._closed = True
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
+
+    async def open(
+        self, request: web.BaseRequest, target: Target, body: bytes | None
+    ) -> aiohttp.ClientResponse:
+        """Send the request upstream and return once its headers arrived (502 on failure).
+
+        ``body`` None streams the client's own body through.
+        """
+        streamed = body is None
+        data: bytes | aiohttp.StreamReader | None = body
+        if streamed and request.body_exists:
+            data = request.content
+        headers = upstream_request_headers(
+            request.headers,
+            client_ip=request.remote or "",
+            peer=target.peer,
+            api_key=target.api_key,
+            streamed_body=streamed,
+        )
+        sending = self.session_for(target).request(
+            request.method,
+            target.url,
+            headers=headers,
+            data=data,
+            allow_redirects=False,
+            timeout=client_timeout(target.timeouts, tls=target.url.scheme == "https"),
+        )
+        header_deadline = target.timeouts.response_header
+        deadline = asyncio.timeout(header_deadline if header_deadline > 0 else None)
+        try:
+            async with deadline:
+                return await sending
+        except UPSTREAM_ERRORS as error:
+            reason = describe(error)
+            if deadline.expired():  # ours, not a connect timeout inside aiohttp
+                reason = "timeout awaiting response headers"
+            raise UpstreamUnreachableError(f"{target.error_prefix}: {reason}") from None
+
+    async def relay(
+        self,
+        request: web.BaseRequest,
+        upstream: aiohttp.ClientResponse,
+        target: Target,
+        response: web.StreamResponse | None = None,
+    ) -> web.StreamResponse:
+        """Copy ``upstream``'s response to the client; always releases ``upstream``.
+
+        Pass an already prepared ``response`` (a loading stream) to append the
+        upstream body to it; its status and headers are then already sent.
+        """
+        reusable = False
+        try:
+            if response is None:
+                response = web.StreamResponse(
+                    status=upstream.status,
+                    reason=upstream.reason,
+                    headers=client_response_headers(upstream.headers),
+                )
+                remember_response(request, response)
+                await response.prepare(request)
+            reusable = await _copy_body(upstream, response, target)
+        finally:
+            if reusable:
+                upstream.release()
+            else:
+                upstream.close()  # aborts the upstream request; never pooled half-read
+        return response
+
+    async def forward(
+        self,
+        request: web.BaseRequest,
+        target: Target,
+        body: bytes | None,
+        response: web.StreamResponse | None = None,
+    ) -> web.StreamResponse:
+        """:meth:`open` then :meth:`relay`: the whole proxying of one request."""
+        upstream = await self.open(request, target, body)
+        return await self.relay(request, upstream, target, response)
+
+
+async def _copy_body(
+    upstream: aiohttp.ClientResponse, response: web.StreamResponse, target: Target
+) -> bool:
+    """Relay chunks until EOF; True when the upstream body was read to the end."""
+    while True:
+        try:
+            chunk = await upstream.content.readany()
+        except UPSTREAM_ERRORS as error:
+            log.warning(
+                "[%s] recovered from upstream disconnection during streaming: %s",
+                target.name,
+                describe(error),
+            )
+            if response.content_length is not None:
+                response.force_close()  # a short fixed-length body cannot end cleanly
+            await _finish(response)
+            return False
+        if not chunk:
+            await _finish(response)
+            return True
+        try:
+            await response.write(chunk)
+        except ConnectionError:
+            log.debug("[%s] client went away; aborting the upstream request", target.name)
+            return False
+        add_body_bytes(response, len(chunk))
+
+
+async def _finish(response: web.StreamResponse) -> None:
+    with contextlib.suppress(ConnectionError):  # the client left; nothing to finish
+        await response.write_eof()
+
+
+def describe(error: BaseException) -> str:
+    """A one-line description of a transport error for an error message."""
+    text = str(error)
+    return text if text else type(error).__name__
+
+
+UPSTREAM_CLIENT: web.AppKey[UpstreamClient] = web.AppKey("upstream_client", UpstreamClient)
+
+
+def setup_upstream_client(app: web.Application) -> None:
+    """Create ``app[UPSTREAM_CLIENT]`` on startup and close it on cleanup."""
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        client = UpstreamClient()
+        app[UPSTREAM_CLIENT] = client
+        yield
+        await client.close()
+
+    app.cleanup_ctx.append(lifecycle)
