@@ -1,7 +1,10 @@
-"""Composition root: Config → (processes → router →) aiohttp app. The only place that wires parts.
+"""Composition root: Config → processes → router → aiohttp app. The only place that wires parts.
 
-Step 1 serves the config-only routes; later steps add the process supervisor and
-the router here, and nowhere else.
+The router is built with the app (construction has no side effects) and lives
+in ``app[ROUTER_KEY]`` for the HTTP layer. Its lifetime is one ``cleanup_ctx``
+entry: on startup its loop starts and the startup preloads begin (router spec
+§7.1); on cleanup — after aiohttp has stopped accepting and drained HTTP — it
+shuts down, stopping every upstream before the process exits (§3.12).
 """
 
 from __future__ import annotations
@@ -10,17 +13,49 @@ import asyncio
 import logging
 import signal
 import ssl
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from modelswap.config import Config, LoadedConfig
+from modelswap.router.build import build_router
+from modelswap.router.runtime import LocalRouter
 from modelswap.server.admin import add_admin_routes
 from modelswap.server.errors import error_middleware
 
 log = logging.getLogger("modelswap")
 
+HTTP_SHUTDOWN_BUDGET = 30.0
+"""Seconds from the signal for draining HTTP and then stopping the upstreams (§3.12)."""
+MIN_ROUTER_GRACE = 0.001
+"""The routers always get at least this much of the budget as stop grace."""
+
+
+class ShutdownBudget:
+    """The application's shutdown deadline, shared by the HTTP drain and the router.
+
+    llama-swap drains HTTP for up to 30 s, then shuts its routers down with
+    what is left of that deadline (at least 1 ms) as the upstreams' grace.
+    Without a started budget (an app torn down by tests) the router uses its
+    own default (``healthCheckTimeout``).
+    """
+
+    def __init__(self) -> None:
+        self._deadline: float | None = None
+
+    def start(self, seconds: float = HTTP_SHUTDOWN_BUDGET) -> None:
+        self._deadline = asyncio.get_running_loop().time() + seconds
+
+    def remaining(self) -> float:
+        if self._deadline is None:
+            return 0.0
+        return max(MIN_ROUTER_GRACE, self._deadline - asyncio.get_running_loop().time())
+
+
 CONFIG_KEY: web.AppKey[Config] = web.AppKey("config", Config)
+ROUTER_KEY: web.AppKey[LocalRouter] = web.AppKey("router", LocalRouter)
+SHUTDOWN_BUDGET_KEY: web.AppKey[ShutdownBudget] = web.AppKey("shutdown_budget", ShutdownBudget)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,12 +68,32 @@ class ServeOptions:
     tls_key_file: str | None = None
 
 
-def build_app(config: Config) -> web.Application:
-    """Assemble the aiohttp application for one config."""
+def build_app(config: Config, *, base_env: Mapping[str, str] | None = None) -> web.Application:
+    """Assemble the aiohttp application for one config.
+
+    ``base_env`` is the environment upstream children inherit (default: ours).
+    """
     app = web.Application(middlewares=[error_middleware])
     app[CONFIG_KEY] = config
-    add_admin_routes(app, config)
+    router = build_router(config, base_env=base_env)
+    app[ROUTER_KEY] = router
+    app[SHUTDOWN_BUDGET_KEY] = ShutdownBudget()
+    add_admin_routes(app, config, is_loaded=lambda model_id: model_id in router.running_models())
+    app.cleanup_ctx.append(_router_lifecycle)
     return app
+
+
+async def _router_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """Start the router and its preloads; on cleanup stop every upstream."""
+    router = app[ROUTER_KEY]
+    router.start()
+    preload = app[CONFIG_KEY].hooks.on_startup.preload
+    if preload:
+        router.preload(preload)
+    try:
+        yield
+    finally:
+        await router.shutdown(app[SHUTDOWN_BUDGET_KEY].remaining())
 
 
 def _ssl_context(options: ServeOptions) -> ssl.SSLContext | None:
@@ -60,9 +115,15 @@ def _bound_url(runner: web.AppRunner, public_url: str) -> str:
 
 
 async def run_server(loaded: LoadedConfig, options: ServeOptions, public_url: str) -> int:
-    """Serve until SIGTERM/SIGINT, then shut down gracefully and return the exit code."""
+    """Serve until SIGTERM/SIGINT, then shut down gracefully and return the exit code.
+
+    Shutdown order: stop listening, drain HTTP (within the 30 s budget), then
+    the router stops every upstream with what is left of the budget.
+    """
     app = build_app(loaded.config)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=HTTP_SHUTDOWN_BUDGET
+    )
     await runner.setup()
     site = web.TCPSite(
         runner, host=options.host, port=options.port, ssl_context=_ssl_context(options)
@@ -84,5 +145,6 @@ async def run_server(loaded: LoadedConfig, options: ServeOptions, public_url: st
     print(f"modelswap listening on {_bound_url(runner, public_url)}", flush=True)
     await stop.wait()
     log.info("shutting down")
+    app[SHUTDOWN_BUDGET_KEY].start()
     await runner.cleanup()
     return 0

@@ -37,7 +37,7 @@ Diagnostic        log at error level: a scheduler invariant   —
 ================  ==========================================  ========================
 
 Statuses and messages are the bare router texts (``group: model unloaded``);
-the HTTP layer adds the ``unspecific error: `` prefix for 500s (router spec §3.15).
+``unspecific error: `` prefix for 500s (router spec §3.15), exactly once.
 """
 
 from __future__ import annotations

@@ -1,0 +1,138 @@
+"""Config → LocalRouter: processes, eviction policy, scheduler limits (router spec §1).
+
+The only place that reads routing settings out of :class:`~modelswap.config.Config`;
+the runtime and the scheduler receive plain values. To add an eviction policy,
+write one module implementing :class:`~modelswap.core.policy.EvictionPolicy`
+and add one entry to :data:`POLICIES`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+from modelswap.config import Config
+from modelswap.core.groups import GroupPolicy, GroupSpec
+from modelswap.core.matrix_policy import MatrixPolicy
+from modelswap.core.policy import EvictionPolicy
+from modelswap.core.scheduler import DEFAULT_LIMIT, FifoScheduler
+from modelswap.observability.log_fanout import LogSink
+from modelswap.process import ManagedProcess, ProcessSpec
+from modelswap.router.runtime import TICK_INTERVAL, LocalRouter
+
+__all__ = ["POLICIES", "build_policy", "build_router", "process_specs"]
+
+
+def process_specs(config: Config) -> dict[str, ProcessSpec]:
+    """One :class:`ProcessSpec` per model; values are already effective after loading.
+
+    The loader has resolved ``ttl`` (-1 → ``globalTTL``), ``unloadTimeout``
+    (0 → the global value) and copied the global ``healthCheckTimeout`` into
+    every model (§1.2), so nothing here falls back to anything.
+    """
+    return {
+        model_id: ProcessSpec(
+            model_id=model_id,
+            cmd=model.cmd,
+            proxy=model.proxy,
+            cmd_stop=model.cmd_stop,
+            check_endpoint=model.check_endpoint,
+            env=tuple(model.env),
+            ttl=float(model.ttl),
+            unload_timeout=float(model.unload_timeout),
+            health_check_timeout=float(config.health_check_timeout),
+        )
+        for model_id, model in sorted(config.models.items())
+    }
+
+
+def _group_policy(config: Config) -> tuple[EvictionPolicy, frozenset[str]]:
+    """Groups (§4.2): serves the members of its groups — with ``(default)``, every model."""
+    groups = {
+        name: GroupSpec(
+            swap=group.swap,
+            exclusive=group.exclusive,
+            persistent=group.persistent,
+            members=tuple(group.members),
+        )
+        for name, group in config.routing.groups.items()
+    }
+    policy = GroupPolicy(groups, models=config.models)
+    return policy, frozenset(policy.members)
+
+
+def _matrix_policy(config: Config) -> tuple[EvictionPolicy, frozenset[str]]:
+    """The matrix solver (§4.3): serves every configured model (§4.3.7)."""
+    if config.routing.matrix is None:  # the loader rejects this; keep the type honest
+        raise ValueError("routing.router.use is 'matrix' but no matrix is configured")
+    return MatrixPolicy(config.routing.matrix), frozenset(config.models)
+
+
+PolicyBuilder = Callable[[Config], tuple[EvictionPolicy, frozenset[str]]]
+
+POLICIES: dict[str, PolicyBuilder] = {
+    "group": _group_policy,
+    "matrix": _matrix_policy,
+}
+"""``routing.router.use`` → how to build that policy and which models it serves.
+
+A new eviction policy is one module implementing
+:class:`~modelswap.core.policy.EvictionPolicy` plus one entry here (and its
+name accepted by the config's ``routing.router.use`` check).
+"""
+
+
+def build_policy(config: Config) -> tuple[str, EvictionPolicy, frozenset[str]]:
+    """``(router name, policy, served model IDs)`` for the active routing engine."""
+    name = config.routing.router_use
+    policy, models = POLICIES[name](config)
+    return name, policy, models
+
+
+def build_router(
+    config: Config,
+    *,
+    base_env: Mapping[str, str] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    upstream_sink: LogSink | None = None,
+    tick_interval: float = TICK_INTERVAL,
+) -> LocalRouter:
+    """Build the local router for ``config``. No side effects, no event loop needed.
+
+    ``base_env`` is the environment children inherit (default: ours);
+    ``upstream_sink`` receives every child's output (the shared "upstream" log).
+    """
+    name, policy, models = build_policy(config)
+    specs = process_specs(config)
+    processes = {
+        model_id: ManagedProcess(
+            specs[model_id], base_env=base_env, clock=clock, upstream_sink=upstream_sink
+        )
+        for model_id in sorted(models)
+    }
+    # concurrencyLimit ≤ 0 means the built-in 10; the loader already raised
+    # comfyui_auto to at least 50 (§1.2), so it needs nothing here.
+    limits = {
+        model_id: config.models[model_id].concurrency_limit
+        for model_id in models
+        if config.models[model_id].concurrency_limit > 0
+    }
+    routing = config.routing
+    scheduler = FifoScheduler(
+        models,
+        policy,
+        limits=limits,
+        default_limit=DEFAULT_LIMIT,
+        priority={m: p for m, p in routing.priority.items() if m in models},
+        max_wait=routing.max_wait,
+        min_residency=routing.min_residency,
+        router_name=name,
+    )
+    return LocalRouter(
+        scheduler,
+        processes,
+        name=name,
+        health_check_timeout=float(config.health_check_timeout),
+        clock=clock,
+        tick_interval=tick_interval,
+    )

@@ -1,0 +1,610 @@
+"""LocalRouter: the asyncio half of the router — one task, one queue, one scheduler.
+
+Concurrency design (design.md rules 2, 3, 5):
+
+* **One owner.** All scheduling state lives in the pure
+  :class:`~modelswap.core.scheduler.FifoScheduler`, and only the loop task
+  touches it: it takes one item from one ``asyncio.Queue``, calls
+  ``scheduler.handle(event, view)`` with a fresh snapshot of the process
+  states, and applies every returned decision in order *without awaiting in
+  between* (resolving futures, creating or cancelling tasks). Everybody else —
+  handlers, swap workers, stop tasks, process state listeners, the ticker —
+  only posts events (``put_nowait``). The loop also owns the registries of
+  tickets, pending unload/shutdown ops and swap workers.
+* **Slow work is a task that reports back.** A swap (stop evictees, then
+  ``ensure_ready``) and an unload/shutdown stop run in tasks the router owns;
+  they end by posting ``SwapDone``/``StopsDone``. The decision to start is
+  taken inside the process (``ensure_ready``), never from a state read (#946).
+* **Structured ends.** Every task is kept in a set and awaited by
+  :meth:`LocalRouter.shutdown`, which runs in a shielded closer task so a
+  cancelled caller cannot cut the cleanup short. After the loop has ended,
+  late reports (a ``ServeDone`` from a request still streaming) are applied
+  synchronously on the caller's stack, so counters stay exact.
+
+Why a fresh view per event and not per decision: decisions of one event are
+applied without awaiting, so no process can change state in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from modelswap.core import decisions as d
+from modelswap.core import events as e
+from modelswap.core.scheduler import FifoScheduler, SchedulerStats
+from modelswap.errors import (
+    ModelNotFoundError,
+    ModelNotLoadedError,
+    ModelswapError,
+    RouterError,
+    RouterShuttingDownError,
+    ShutdownInProgressError,
+)
+from modelswap.process import ManagedProcess, ProcessState, ProcessStatistics, StateChange
+from modelswap.router.preload import PreloadListener, preload_models
+from modelswap.router.ticket import GrantedUpstream, LocalTicket, ServeGrant, outcome_error
+
+if TYPE_CHECKING:
+    from modelswap.router.api import ModelRouter, Ticket, Upstream
+
+__all__ = ["TICK_INTERVAL", "LocalRouter", "PreloadListener", "RouterStatistics"]
+
+log = logging.getLogger("modelswap.router")
+
+TICK_INTERVAL = 1.0
+"""Seconds between ``Tick`` events: the starvation bound's clock (router spec §9 #1)."""
+
+DEFAULT_HEALTH_CHECK_TIMEOUT = 30.0
+"""Shutdown grace when none is configured (router spec §1.1: "built without the loader")."""
+
+_LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+
+
+@dataclass(frozen=True, slots=True)
+class RouterStatistics:
+    """A snapshot for tests, ``/running`` and metrics (design.md rule 10).
+
+    ``tickets`` counts requests the loop still tracks (admitted and not yet
+    finished); ``swap_workers`` and ``tasks`` the tasks the router owns;
+    ``undelivered_grants`` serve grants whose handler had already gone. After
+    every request has ended, all three are 0 and ``in_flight``/``reservations``
+    are empty.
+    """
+
+    name: str
+    scheduler: SchedulerStats
+    processes: Mapping[str, ProcessStatistics]
+    tickets: int
+    swap_workers: int
+    tasks: int
+    undelivered_grants: int
+    shutting_down: bool
+    closed: bool
+
+    @property
+    def in_flight(self) -> Mapping[str, int]:
+        return self.scheduler.in_flight
+
+    @property
+    def reservations(self) -> Mapping[str, int]:
+        return self.scheduler.reservations
+
+    @property
+    def queue(self) -> tuple[tuple[int, str], ...]:
+        return self.scheduler.queue
+
+    def state(self, model_id: str) -> str:
+        return self.processes[model_id].state.value
+
+
+@dataclass(slots=True)
+class _Op:
+    """A caller waiting for an unload or shutdown, and the grace its stops use."""
+
+    done: asyncio.Future[str | None]
+    grace: float
+
+
+@dataclass(slots=True)
+class _Posted:
+    """One queue item: an event plus what the loop must register with it."""
+
+    event: e.Event
+    ticket: LocalTicket | None = None
+    op: _Op | None = None
+
+
+@dataclass(slots=True)
+class _Barrier:
+    """Resolved when the loop reaches it: everything posted before it is handled."""
+
+    done: asyncio.Future[None]
+
+
+_Item = _Posted | _Barrier
+
+
+class LocalRouter:
+    """The local model router (:class:`~modelswap.router.api.ModelRouter`).
+
+    Build it with :func:`modelswap.router.build.build_router`. Construction
+    has no side effects and needs no event loop; the loop task starts with
+    :meth:`start` or the first request. End it with :meth:`shutdown` (or
+    ``async with``).
+    """
+
+    def __init__(
+        self,
+        scheduler: FifoScheduler,
+        processes: Mapping[str, ManagedProcess],
+        *,
+        name: str = "group",
+        health_check_timeout: float = DEFAULT_HEALTH_CHECK_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
+        tick_interval: float = TICK_INTERVAL,
+    ) -> None:
+        missing = sorted(scheduler.models - set(processes))
+        if missing:
+            raise ValueError(f"no process for model(s) {missing}")
+        self._scheduler = scheduler
+        self._processes = dict(processes)
+        self._name = name
+        self._health_check_timeout = (
+            health_check_timeout if health_check_timeout > 0 else DEFAULT_HEALTH_CHECK_TIMEOUT
+        )
+        self._clock = clock
+        self._tick_interval = tick_interval
+
+        self._inbox: asyncio.Queue[_Item] = asyncio.Queue()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._preloads: set[asyncio.Task[None]] = set()
+        self._closer: asyncio.Task[None] | None = None
+        self._closing = False  # shutdown() was called
+        self._exit_loop = False  # the first shutdown's OpDone was applied
+        self._loop_done = False  # the loop task has ended: handle inline
+        self._ids = itertools.count(1)
+        self._listeners: list[Callable[[], None]] = []
+
+        # Owned by the loop (after it ended: by whoever posts, synchronously).
+        self._tickets: dict[int, LocalTicket] = {}
+        self._ops: dict[int, _Op] = {}
+        self._swap_tasks: dict[int, asyncio.Task[None]] = {}
+        self._positioned: set[int] = set()
+        self._shutdown_op: int | None = None
+        self._undelivered = 0
+
+        for process in self._processes.values():
+            process.on_state_change(self._on_process_change)
+
+    # --- queries (synchronous snapshots) ------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def processes(self) -> Mapping[str, ManagedProcess]:
+        """The managed processes by model ID (composition, logs and tests; not for deciding)."""
+        return dict(self._processes)
+
+    def handles(self, model_id: str) -> bool:
+        return self._scheduler.handles(model_id)
+
+    def state_of(self, model_id: str) -> str:
+        process = self._processes.get(model_id)
+        return process.state.value if process is not None else ProcessState.STOPPED.value
+
+    def running_models(self) -> Mapping[str, str]:
+        return {
+            model: process.state.value
+            for model, process in sorted(self._processes.items())
+            if process.state not in (ProcessState.STOPPED, ProcessState.SHUTDOWN)
+        }
+
+    def statistics(self) -> RouterStatistics:
+        return RouterStatistics(
+            name=self._name,
+            scheduler=self._scheduler.statistics(),
+            processes={m: p.statistics() for m, p in sorted(self._processes.items())},
+            tickets=len(self._tickets),
+            swap_workers=len(self._swap_tasks),
+            tasks=sum(1 for task in self._tasks if not task.done()),
+            undelivered_grants=self._undelivered,
+            shutting_down=self._closing,
+            closed=self._loop_done,
+        )
+
+    def __repr__(self) -> str:
+        st = self._scheduler.statistics()
+        return (
+            f"<LocalRouter {self._name} models={len(self._processes)} "
+            f"running={dict(self.running_models())} queued={len(st.queue)} "
+            f"swaps={len(st.swaps)} in_flight={dict(st.in_flight)}"
+            f"{' shutting-down' if self._closing else ''}>"
+        )
+
+    # --- requests -------------------------------------------------------------------------
+
+    async def admit(self, model_id: str) -> LocalTicket:
+        """Reserve a slot for one request; 404, 429 and "shutting down" raise here."""
+        if self._closing:
+            raise RouterShuttingDownError(f"{self._name} is shutting down")
+        ticket = LocalTicket(
+            next(self._ids), model_id, self._processes.get(model_id), self._post, self._clock
+        )
+        self._submit(_Posted(e.RequestArrived(ticket.request_id, model_id, self._clock()), ticket))
+        await ticket.wait_admitted()
+        return ticket
+
+    def loaded_upstream(self, model_id: str) -> GrantedUpstream:
+        """The upstream of a ready model, bypassing the scheduler (ignored websockets, §3.13).
+
+        Takes no reservation, no in-flight slot and no TTL activity, and never
+        starts anything: 404 for a model not served here, 409 if not ready.
+        """
+        process = self._processes.get(model_id)
+        if process is None:
+            raise ModelNotFoundError("no local server found for requested model")
+        if process.state is not ProcessState.READY:
+            raise ModelNotLoadedError(
+                f"model {model_id} is not loaded; ignored websocket requests cannot start it"
+            )
+        priority = str(self._scheduler.priority(model_id))
+        return GrantedUpstream(model_id, process.base_url(), priority)
+
+    def preload(
+        self, models: Sequence[str], on_preloaded: PreloadListener | None = None
+    ) -> asyncio.Task[None]:
+        """Load ``models`` one after another in the background (router spec §7.1).
+
+        Each is an ordinary request through the scheduler, so eviction rules
+        apply. A delivered grant counts as loaded (no ``GET /`` is sent; the
+        grant's TTL accounting still refreshes ``last_use``). Cancelled by
+        :meth:`shutdown`.
+        """
+        task = self._spawn(preload_models(self, tuple(models), on_preloaded), "preload")
+        self._preloads.add(task)
+        task.add_done_callback(self._preloads.discard)
+        return task
+
+    # --- unload and shutdown ----------------------------------------------------------------
+
+    async def unload(self, models: Sequence[str] | None = None, timeout: float = 0) -> None:
+        """Stop ``models`` (all when None) and return once they are stopped (§3.11).
+
+        ``timeout`` > 0 is every stop's grace. Otherwise each model's
+        ``unloadTimeout`` applies: one unload per distinct value, smallest
+        first, each awaited before the next. After shutdown: returns at once.
+        """
+        if self._closing:
+            return
+        if timeout > 0:
+            await self._unload_op(None if models is None else tuple(models), timeout)
+            return
+        wanted = self._processes if models is None else dict.fromkeys(models)
+        buckets: dict[float, list[str]] = {}
+        for model in wanted:
+            process = self._processes.get(model)
+            if process is not None:
+                buckets.setdefault(process.spec.unload_timeout, []).append(model)
+        for grace in sorted(buckets):
+            await self._unload_op(tuple(buckets[grace]), grace)
+
+    async def _unload_op(self, models: tuple[str, ...] | None, grace: float) -> None:
+        done = asyncio.get_running_loop().create_future()
+        self._submit(_Posted(e.UnloadRequested(next(self._ids), models), op=_Op(done, grace)))
+        error = await done
+        if error is not None:
+            raise RouterError(error)
+
+    async def shutdown(self, timeout: float = 0) -> None:
+        """Fail every waiter, stop every process, tear them down (§3.12).
+
+        Stops use ``timeout`` as grace if > 0, else ``healthCheckTimeout``. Only
+        the first call runs; later ones raise ``<router> shutdown already in
+        progress``. Requests still being served are not waited for.
+        """
+        grace = timeout if timeout > 0 else self._health_check_timeout
+        done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        op = _Op(done, grace)
+        if self._closing:
+            self._submit(_Posted(e.ShutdownRequested(next(self._ids)), op=op))
+            error = await done
+            raise ShutdownInProgressError(error or f"{self._name} shutdown already in progress")
+        self._closing = True
+        for task in list(self._preloads):
+            task.cancel()
+        self._submit(_Posted(e.ShutdownRequested(next(self._ids)), op=op))
+        self._closer = asyncio.get_running_loop().create_task(
+            self._close(done), name=f"modelswap.router[{self._name}].close"
+        )
+        await asyncio.shield(self._closer)
+
+    async def _close(self, done: asyncio.Future[str | None]) -> None:
+        await done
+        if self._loop_task is not None:
+            await asyncio.wait([self._loop_task])
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        log.info("%s router shut down", self._name)
+
+    async def wait_closed(self) -> None:
+        """Return once a shutdown (started by anyone) has finished its cleanup."""
+        if self._closer is not None:
+            await asyncio.shield(self._closer)
+
+    def start(self) -> None:
+        """Start the loop and the ticker now (otherwise the first request does)."""
+        if self._loop_task is None and not self._loop_done:
+            loop = asyncio.get_running_loop()
+            self._loop_task = loop.create_task(self._run(), name=f"modelswap.router[{self._name}]")
+            self._spawn(self._tick(), "tick")
+
+    async def __aenter__(self) -> LocalRouter:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._closing:
+            await self.wait_closed()
+        else:
+            await self.shutdown()
+
+    # --- observation hooks (tests, metrics) -----------------------------------------------
+
+    def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` after every handled event and process state change."""
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    async def wait_for(self, predicate: Callable[[RouterStatistics], bool]) -> RouterStatistics:
+        """Wait until ``predicate(statistics())`` holds; re-checked on every change."""
+        while True:
+            stats = self.statistics()
+            if predicate(stats):
+                return stats
+            changed = asyncio.get_running_loop().create_future()
+
+            def wake(changed: asyncio.Future[None] = changed) -> None:
+                if not changed.done():
+                    changed.set_result(None)
+
+            unsubscribe = self.subscribe(wake)
+            try:
+                await changed
+            finally:
+                unsubscribe()
+
+    async def wait_idle(self) -> None:
+        """Return once every event posted before this call has been handled."""
+        if self._loop_task is None or self._loop_done:
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._inbox.put_nowait(_Barrier(done))
+        await done
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def _post(self, event: e.Event) -> None:
+        self._submit(_Posted(event))
+
+    def _submit(self, item: _Item) -> None:
+        if self._loop_done:
+            self._dispatch(item)  # the owner has gone: apply late reports right here
+            return
+        self.start()
+        self._inbox.put_nowait(item)
+
+    async def _run(self) -> None:
+        try:
+            while not self._exit_loop:
+                self._dispatch(await self._inbox.get())
+        finally:
+            self._loop_done = True
+            while not self._inbox.empty():
+                self._dispatch(self._inbox.get_nowait())
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick_interval)
+            self._post(e.Tick(self._clock()))
+
+    def _dispatch(self, item: _Item) -> None:
+        if isinstance(item, _Barrier):
+            if not item.done.done():
+                item.done.set_result(None)
+            return
+        try:
+            self._handle(item)
+        except Exception:  # a bug; the loop must survive it or every model wedges
+            log.exception("%s router: failed to handle %r", self._name, item.event)
+        self._notify()
+
+    def _handle(self, first: _Posted) -> None:
+        """Handle one event and every follow-up it causes, before the next item."""
+        pending: deque[_Posted] = deque([first])
+        while pending:
+            posted = pending.popleft()
+            event = self._register(posted)
+            decisions = self._scheduler.handle(event, self._view())
+            for decision in decisions:
+                self._apply(decision, pending)
+            self._forget(event)
+        self._refresh_positions()
+
+    def _register(self, posted: _Posted) -> e.Event:
+        event = posted.event
+        if posted.op is not None and isinstance(event, e.UnloadRequested | e.ShutdownRequested):
+            self._ops[event.op_id] = posted.op
+            if isinstance(event, e.ShutdownRequested) and self._shutdown_op is None:
+                self._shutdown_op = event.op_id
+        if isinstance(event, e.RequestArrived) and posted.ticket is not None:
+            self._tickets[event.request_id] = posted.ticket
+            if posted.ticket.admission_abandoned():
+                event = dataclasses.replace(event, client_gone=True)
+        return event
+
+    def _forget(self, event: e.Event) -> None:
+        """Drop tickets whose story this event ended."""
+        if isinstance(event, e.RequestArrived):
+            ticket = self._tickets.get(event.request_id)
+            if ticket is not None and not ticket.admitted_by_router:
+                del self._tickets[event.request_id]
+        elif isinstance(event, e.Cancelled | e.ServeDone | e.GrantUndelivered):
+            self._tickets.pop(event.request_id, None)
+        elif isinstance(event, e.SwapDone):
+            self._swap_tasks.pop(event.swap_id, None)
+
+    def _view(self) -> dict[str, str]:
+        return {model: process.state.value for model, process in self._processes.items()}
+
+    def _apply(self, decision: d.Decision, pending: deque[_Posted]) -> None:
+        """Apply one decision; never awaits (decisions.py's table)."""
+        match decision:
+            case d.Admit(request_id=rid):
+                self._tickets[rid].resolve_admission(None)
+            case d.Reject(request_id=rid, status=status, message=message):
+                ticket = self._tickets.pop(rid, None)
+                if ticket is not None:
+                    ticket.resolve_admission(
+                        outcome_error(self._name, status, message, decision.retry_after)
+                    )
+            case d.GrantServe(request_id=rid, model=model, fifo_priority=priority):
+                ticket = self._tickets.get(rid)
+                if ticket is None or not ticket.deliver(ServeGrant(model, priority)):
+                    self._undelivered += 1
+                    pending.append(_Posted(e.GrantUndelivered(rid, self._clock())))
+            case d.GrantError(request_id=rid, status=status, message=message):
+                ticket = self._tickets.pop(rid, None)
+                if ticket is not None:
+                    ticket.deliver(outcome_error(self._name, status, message, swap=True))
+            case d.StartSwap():
+                if decision.log_line:
+                    log.log(_LOG_LEVELS[decision.log_level], "%s", decision.log_line)
+                self._swap_tasks[decision.swap_id] = self._spawn(
+                    self._swap(decision), f"swap[{decision.model}#{decision.swap_id}]"
+                )
+            case d.CancelSwap(swap_id=swap_id):
+                task = self._swap_tasks.pop(swap_id, None)
+                if task is not None:
+                    task.cancel()
+            case d.StopModels():
+                op = self._ops.get(decision.op_id)
+                grace = op.grace if op is not None else self._health_check_timeout
+                self._spawn(self._stop_models(decision, grace), f"{decision.reason}")
+            case d.Positions(positions=positions):
+                for rid, position in positions.items():
+                    ticket = self._tickets.get(rid)
+                    if ticket is not None:
+                        ticket.set_position(position)
+                        self._positioned.add(rid)
+            case d.OpDone(op_id=op_id, error=error):
+                op = self._ops.pop(op_id, None)
+                if op is not None and not op.done.done():
+                    op.done.set_result(error)
+                if op_id == self._shutdown_op and error is None:
+                    self._exit_loop = True
+            case d.Diagnostic(message=message):
+                log.error("%s", message)
+
+    def _refresh_positions(self) -> None:
+        """Tell tickets that left the queue (joined or started a swap) they have no position."""
+        if not self._positioned:
+            return
+        queued = {rid for rid, _ in self._scheduler.statistics().queue}
+        for rid in self._positioned - queued:
+            ticket = self._tickets.get(rid)
+            if ticket is not None:
+                ticket.set_position(None)
+        self._positioned &= queued
+
+    def _notify(self) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener()
+            except Exception:
+                log.exception("%s router: listener failed", self._name)
+
+    def _on_process_change(self, change: StateChange) -> None:
+        """A process stopped (crash, TTL, any stop): let queued requests look again (§9 #8)."""
+        if change.new is ProcessState.STOPPED:
+            self._post(e.Tick(self._clock()))
+        else:
+            self._notify()
+
+    # --- tasks the loop launches -------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(
+            coro, name=f"modelswap.router[{self._name}].{what}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _swap(self, swap: d.StartSwap) -> None:
+        """Stop the evictees, then make the target ready; report ``SwapDone`` (§3.8).
+
+        Evictees get their own ``unloadTimeout`` as grace, not the global
+        ``healthCheckTimeout`` llama-swap uses (§9 #5). Cancelled only by
+        ``CancelSwap`` (unload, shutdown): then no report is sent.
+        """
+        error: str | None = None
+        try:
+            if swap.evict:
+                await self._stop_all(swap.evict, None)
+            await self._processes[swap.model].ensure_ready()
+        except ModelswapError as exc:
+            error = exc.message
+        except Exception as exc:  # a bug below us: fail the waiters, keep the router
+            log.exception("%s router: swap to %s crashed", self._name, swap.model)
+            error = str(exc) or type(exc).__name__
+        if error is not None and not self._closing:
+            log.warning("%s router: swap to %s failed: %s", self._name, swap.model, error)
+        self._post(e.SwapDone(swap.swap_id, error, self._clock()))
+
+    async def _stop_models(self, stop: d.StopModels, grace: float) -> None:
+        """Unload or shutdown stops: all in parallel, then (shutdown) tear everything down."""
+        await self._stop_all(stop.models, grace)
+        if stop.reason == "shutdown":
+            await asyncio.gather(*(p.shutdown() for p in self._processes.values()))
+        self._post(e.StopsDone(stop.op_id, self._clock()))
+
+    async def _stop_all(self, models: Sequence[str], grace: float | None) -> None:
+        """Stop ``models`` in parallel (grace None: each model's unloadTimeout)."""
+        async with asyncio.TaskGroup() as group:
+            for model in models:
+                process = self._processes[model]
+                timeout = process.spec.unload_timeout if grace is None else grace
+                group.create_task(self._stop_one(process, timeout))
+
+    async def _stop_one(self, process: ManagedProcess, grace: float) -> None:
+        try:
+            await process.stop(grace)
+        except ModelswapError as exc:
+            level = logging.DEBUG if self._closing else logging.WARNING
+            log.log(level, "%s router: stopping %s: %s", self._name, process.model_id, exc)
+
+
+if TYPE_CHECKING:  # the server codes against api.py; prove we implement it
+
+    def _conforms(
+        router: LocalRouter, ticket: LocalTicket, upstream: GrantedUpstream
+    ) -> tuple[ModelRouter, Ticket, Upstream]:
+        return router, ticket, upstream
