@@ -37,6 +37,7 @@ Diagnostic        log at error level: a scheduler invariant   —
 ================  ==========================================  ========================
 
 Statuses and messages are the bare router texts (``group: model unloaded``);
+the runtime's error classes (``modelswap.errors.RouterError``) add the
 ``unspecific error: `` prefix for 500s (router spec §3.15), exactly once.
 """
 
