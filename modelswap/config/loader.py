@@ -25,9 +25,10 @@ from typing import Any
 from modelswap.config.decode import decode_document
 from modelswap.config.macros import expand_document
 from modelswap.config.schema import Config
+from modelswap.config.sources import load_sources
 from modelswap.config.validate import validate_document
 from modelswap.config.warnings import unknown_key_warnings
-from modelswap.config.yaml_io import YamlDocument, load_sources, load_text
+from modelswap.config.yaml_io import YamlDocument, load_text
 from modelswap.errors import ConfigError, ConfigProblem
 
 

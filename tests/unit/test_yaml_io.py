@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from modelswap.config.locations import Locations, format_path
 from modelswap.config.macros import expand_document
+from modelswap.config.sources import load_sources
 from modelswap.config.yaml_io import (
     YamlLoader,
-    load_sources,
     load_text,
     parse_yaml,
     substitute_env,
