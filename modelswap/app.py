@@ -1,7 +1,13 @@
 """Composition root: Config → processes → router → aiohttp app. The only place that wires parts.
 
 The router is built with the app (construction has no side effects) and lives
-in ``app[ROUTER_KEY]`` for the HTTP layer. Its lifetime is one ``cleanup_ctx``
+in ``app[ROUTER_KEY]``; the HTTP layer's shared state (router, peers, active
+profile, selector reservations) is one :class:`ServerState` per app.
+
+Middleware order (outermost first): access log → CORS → auth → errors. The
+access log sees every request, including refused ones; CORS answers
+preflights before auth; errors is innermost so auth's 401 and every handler
+error get the same envelope. Its lifetime is one ``cleanup_ctx``
 entry: on startup its loop starts and the startup preloads begin (router spec
 §7.1); on cleanup — after aiohttp has stopped accepting and drained HTTP — it
 shuts down, stopping every upstream before the process exits (§3.12).
@@ -21,8 +27,13 @@ from aiohttp import web
 from modelswap.config import Config, LoadedConfig
 from modelswap.router.build import build_router
 from modelswap.router.runtime import LocalRouter
-from modelswap.server.admin import add_admin_routes
+from modelswap.server.access_log import AccessLog
+from modelswap.server.auth import auth_middleware
+from modelswap.server.context import SERVER_STATE, ServerState, setup_peers
+from modelswap.server.cors import cors_middleware
 from modelswap.server.errors import error_middleware
+from modelswap.server.proxy import setup_upstream_client
+from modelswap.server.routes import add_routes
 
 log = logging.getLogger("modelswap")
 
@@ -56,6 +67,7 @@ class ShutdownBudget:
 CONFIG_KEY: web.AppKey[Config] = web.AppKey("config", Config)
 ROUTER_KEY: web.AppKey[LocalRouter] = web.AppKey("router", LocalRouter)
 SHUTDOWN_BUDGET_KEY: web.AppKey[ShutdownBudget] = web.AppKey("shutdown_budget", ShutdownBudget)
+ACCESS_LOG_KEY: web.AppKey[AccessLog] = web.AppKey("access_log", AccessLog)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +85,27 @@ def build_app(config: Config, *, base_env: Mapping[str, str] | None = None) -> w
 
     ``base_env`` is the environment upstream children inherit (default: ours).
     """
-    app = web.Application(middlewares=[error_middleware])
+    access_log = AccessLog()
+    app = web.Application(
+        middlewares=[
+            access_log.middleware,
+            cors_middleware,
+            auth_middleware(config.api_keys),
+            error_middleware,
+        ]
+    )
     app[CONFIG_KEY] = config
+    app[ACCESS_LOG_KEY] = access_log
     router = build_router(config, base_env=base_env)
     app[ROUTER_KEY] = router
-    app[SHUTDOWN_BUDGET_KEY] = ShutdownBudget()
-    add_admin_routes(app, config, is_loaded=lambda model_id: model_id in router.running_models())
+    budget = ShutdownBudget()
+    app[SHUTDOWN_BUDGET_KEY] = budget
+    state = ServerState.build(config, router)
+    app[SERVER_STATE] = state
+    add_routes(app, state)
+    # Cleanup unwinds in reverse: router first, then peers, then the client pools.
+    setup_upstream_client(app)
+    setup_peers(app, budget.remaining)
     app.cleanup_ctx.append(_router_lifecycle)
     return app
 
@@ -93,7 +120,10 @@ async def _router_lifecycle(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await router.shutdown(app[SHUTDOWN_BUDGET_KEY].remaining())
+        if router.statistics().shutting_down:  # already shut down by someone else
+            await router.wait_closed()
+        else:
+            await router.shutdown(app[SHUTDOWN_BUDGET_KEY].remaining())
 
 
 def _ssl_context(options: ServeOptions) -> ssl.SSLContext | None:
@@ -121,8 +151,14 @@ async def run_server(loaded: LoadedConfig, options: ServeOptions, public_url: st
     the router stops every upstream with what is left of the budget.
     """
     app = build_app(loaded.config)
+    # handler_cancellation: a client disconnect cancels its handler, which
+    # aborts the upstream request at once (see modelswap.server.proxy).
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=HTTP_SHUTDOWN_BUDGET
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=HTTP_SHUTDOWN_BUDGET,
+        handler_cancellation=True,
     )
     await runner.setup()
     site = web.TCPSite(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
@@ -11,17 +11,29 @@ from modelswap.config import Config
 from modelswap.server.listing import model_records
 
 IsLoaded = Callable[[str], bool]
+ActivePins = Callable[[], Mapping[str, str]]
 
 
 def _never_loaded(model_id: str) -> bool:
     return False
 
 
+def _no_pins() -> Mapping[str, str]:
+    return {}
+
+
 def add_admin_routes(
-    app: web.Application, config: Config, is_loaded: IsLoaded | None = None
+    app: web.Application,
+    config: Config,
+    is_loaded: IsLoaded | None = None,
+    active_pins: ActivePins | None = None,
 ) -> None:
-    """Register ``/health``, ``/wol-health``, ``/`` and ``/v1/models`` (``/models``)."""
+    """Register ``/health``, ``/wol-health``, ``/`` and ``/v1/models`` (``/models``).
+
+    ``active_pins`` is read per request, so the listing follows profile switches.
+    """
     loaded_view = is_loaded or _never_loaded
+    pins_view = active_pins or _no_pins
 
     async def health(request: web.Request) -> web.Response:
         return web.Response(text="OK")
@@ -30,7 +42,9 @@ def add_admin_routes(
         raise web.HTTPFound("/ui")
 
     async def list_models(request: web.Request) -> web.Response:
-        data = model_records(config, now=int(time.time()), is_loaded=loaded_view)
+        data = model_records(
+            config, now=int(time.time()), is_loaded=loaded_view, active_pins=pins_view()
+        )
         headers = {}
         origin = request.headers.get("Origin")
         if origin:

@@ -87,7 +87,8 @@ def auth_middleware(api_keys: Sequence[str]) -> Middleware:
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         request[API_KEY] = ""
-        if keys and is_protected(request.method, request.path):
+        unrouted = request.match_info.http_exception is not None  # Go's mux 404/405 come first
+        if keys and not unrouted and is_protected(request.method, request.path):
             candidate = candidate_key(request.headers)
             if not key_accepted(candidate, keys):
                 return error_response(

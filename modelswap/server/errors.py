@@ -2,7 +2,13 @@
 
 Every error a client sees has llama-swap's envelope — JSON by default, or
 plain text / HTML when the client's ``Accept`` asks for it — and never a
-traceback or aiohttp's HTML error page.
+traceback or aiohttp's HTML error page. Two exceptions, both llama-swap's:
+
+* the concurrency-limit 429 is **always** the JSON envelope with
+  ``Retry-After`` whatever ``Accept`` says (clients retry on it
+  programmatically, so it must be machine-readable);
+* a path no route matches gets Go's mux answer, plain ``404 page not found``;
+  a known path with the wrong method keeps aiohttp's 405 with ``Allow``.
 """
 
 from __future__ import annotations
@@ -13,9 +19,12 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from modelswap.errors import ModelswapError
+from modelswap.errors import ModelswapError, TooManyRequestsError
 
 log = logging.getLogger("modelswap.server")
+
+NOT_FOUND_TEXT = "404 page not found\n"
+"""Go's default body for an unmatched path."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -48,9 +57,10 @@ def error_response(
     *,
     code: str | None = None,
     headers: dict[str, str] | None = None,
+    force_json: bool = False,
 ) -> web.Response:
     """Build the error body in the format the client's ``Accept`` header prefers."""
-    accept = request.headers.get("Accept", "")
+    accept = "" if force_json else request.headers.get("Accept", "")
     if "text/plain" in accept:
         return web.Response(
             status=status, text=f"llama-swap: {message}", content_type="text/plain", headers=headers
@@ -82,8 +92,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if retry_after is not None:
             headers = {"Retry-After": str(retry_after)}
         return error_response(
-            request, error.status, error.message, code=error.code, headers=headers
+            request,
+            error.status,
+            error.message,
+            code=error.code,
+            headers=headers,
+            force_json=isinstance(error, TooManyRequestsError),
         )
+    except web.HTTPNotFound:
+        if request.match_info.http_exception is None:
+            raise  # a handler's own 404
+        return web.Response(status=404, text=NOT_FOUND_TEXT)
     except web.HTTPException:
         raise
     except Exception:

@@ -361,6 +361,7 @@ class FakeUpstream:
         raw = await request.read()
         body = {
             "path": request.path,
+            "raw_path": request.raw_path.partition("?")[0],
             "method": request.method,
             "model_id": self.opts.model_id,
             "query": dict(request.query),

@@ -817,8 +817,8 @@ async def test_output_capture_fan_out_and_slow_subscriber(make_proc: Factory) ->
     proc = make_proc(cmd=py_cmd(script), check_endpoint="none", logs=logs)
     await proc.ensure_ready()
     # Subscribers that keep up; two pipes, so each one's last line is awaited.
-    await wait_output(proc, "out done")
-    await wait_output(proc, "err done")
+    await wait_output(proc, "out done\n")
+    await wait_output(proc, "err done\n")  # whole lines: history is compared below
     history = logs.history().decode()
     assert all(f"line {i:04d}\n" in history and f"err {i:04d}\n" in history for i in range(lines))
     assert b"".join(sink).decode() == history  # the shared sink saw every byte

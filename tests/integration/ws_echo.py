@@ -37,3 +37,11 @@ def build_echo_app() -> web.Application:
     app = web.Application()
     app.router.add_get("/{tail:.*}", echo)
     return app
+
+
+if __name__ == "__main__":  # a child process standing in for ComfyUI: --port N
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    web.run_app(build_echo_app(), host="127.0.0.1", port=parser.parse_args().port, print=None)

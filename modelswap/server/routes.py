@@ -1,0 +1,39 @@
+"""The route table of one app (server spec §2), minus observability routes (a later step).
+
+Each family lives in its own module; this one only says which exist, so the
+whole HTTP surface can be read on one screen:
+
+* :mod:`~modelswap.server.admin` — ``/health``, ``/wol-health``, ``/``,
+  ``/v1/models``, ``/models``;
+* :mod:`~modelswap.server.inference` — every model-dispatched route (§2.1);
+* :mod:`~modelswap.server.management` — ``/running``, unloads, profiles;
+* :mod:`~modelswap.server.passthrough` — ``/upstream``, ``/comfyui``.
+
+aiohttp gives the Go mux behaviours the spec needs: ``GET`` routes answer
+``HEAD``, a wrong method is a 405 with ``Allow``; unmatched paths are turned
+into Go's plain ``404 page not found`` by the error middleware.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from modelswap.server.admin import add_admin_routes
+from modelswap.server.context import ServerState
+from modelswap.server.inference import add_inference_routes
+from modelswap.server.management import add_management_routes
+from modelswap.server.passthrough import add_passthrough_routes
+
+
+def add_routes(app: web.Application, state: ServerState) -> None:
+    """Register every non-observability route on ``app``."""
+    router = state.router
+    add_admin_routes(
+        app,
+        state.config,
+        is_loaded=lambda model_id: model_id in router.running_models(),
+        active_pins=lambda: state.profiles.pins,
+    )
+    add_inference_routes(app)
+    add_management_routes(app)
+    add_passthrough_routes(app)

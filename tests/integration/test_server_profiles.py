@@ -1,0 +1,190 @@
+"""Profiles and selectors through the real app (server spec §7, §8; scenarios 38–54)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from tests.integration.server_harness import Server, fake, running_server
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
+
+CHAT = {"messages": [{"role": "user", "content": "hi"}]}
+HOLD = {"chunks": 30, "chunk_interval": 0.1}
+"""Streams last ~3 s upstream, so a test can hold one open while it asks for more."""
+
+SELECTORS = """
+profiles:
+  coding:
+    description: Coding
+    pins: {public: variant, disabled: "", llm-code: sel-pin, expose: a}
+  other:
+    pins: {x: a}
+selectors:
+  sel-pin: {strategy: pin, targets: [variant, a]}
+  warm: {strategy: warm, targets: [a, b, c]}
+  balanced: {strategy: spillover, settings: {spillover: 1}, targets: [a, b, c]}
+  spill2: {strategy: spillover, settings: {spillover: 2}, targets: [a, b, c]}
+"""
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Server]:
+    tmp: Path = tmp_path_factory.mktemp("profiles")
+    fakes = [
+        fake(tmp, "a", **HOLD),
+        fake(tmp, "b", **HOLD),
+        fake(tmp, "c", **HOLD),
+        fake(tmp, "real", settings={"filters": {"setParamsByID": {"variant": {"thinking": True}}}}),
+    ]
+    async with running_server(fakes, tail=SELECTORS) as running:
+        yield running
+
+
+async def chat(server: Server, model: str) -> dict[str, Any]:
+    async with (
+        server.session() as s,
+        s.post("/v1/chat/completions", json={"model": model, **CHAT}) as resp,
+    ):
+        text = await resp.text()
+        assert resp.status == 200, text
+        result: dict[str, Any] = json.loads(text)
+        return result
+
+
+async def put_profile(server: Server, body: Any) -> tuple[int, Any]:
+    async with server.session() as s, s.put("/api/profiles/active", data=json.dumps(body)) as resp:
+        return resp.status, await resp.json()
+
+
+class Held:
+    """Streams held open mid-response, closed together at the end."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.stack = AsyncExitStack()
+        self.session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Held:
+        self.session = await self.stack.enter_async_context(self.server.session())
+        return self
+
+    async def open(self, model: str) -> str:
+        """Start a stream and return the model that answered its first event."""
+        assert self.session is not None
+        body = {"model": model, "stream": True, **CHAT}
+        resp = await self.stack.enter_async_context(
+            self.session.post("/v1/chat/completions", json=body)
+        )
+        assert resp.status == 200
+        first = json.loads((await resp.content.readline()).decode().removeprefix("data: "))
+        return str(first["model_id"])
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stack.aclose()
+        await self.server.idle()
+
+
+async def test_s24_38_profile_api(server: Server) -> None:
+    async with server.session() as s, s.get("/api/profiles") as resp:
+        view = await resp.json()
+    assert view["active"] is None
+    coding = next(p for p in view["profiles"] if p["id"] == "coding")
+    assert coding["pins"]["disabled"] == "" and coding["description"] == "Coding"
+    assert await put_profile(server, {"name": "coding"}) == (200, {"active": "coding"})
+    status, body = await put_profile(server, {"name": "missing"})
+    assert status == 404 and body["error"]["message"] == 'profile "missing" not found'
+    assert server.state.profiles.active == "coding"
+    for bad, message in [
+        ([], "invalid profile request"),
+        ({}, "profile name is required"),
+        ({"name": 3}, "profile name must be a string or null"),
+    ]:
+        status, body = await put_profile(server, bad)
+        assert status == 400 and body["error"]["message"] == message
+    assert await put_profile(server, {"name": None}) == (200, {"active": None})
+
+
+async def test_s24_39_50_pins_rewrite_routing_and_body(server: Server) -> None:
+    await put_profile(server, {"name": "coding"})
+    try:
+        body = await chat(server, "public")
+        assert body["model_id"] == "real" and body["received_model"] == "variant"
+        assert body["received"]["thinking"] is True
+        body = await chat(server, "llm-code")  # pin → selector → variant
+        assert body["model_id"] == "real" and body["received_model"] == "variant"
+        async with (
+            server.session() as s,
+            s.post("/v1/chat/completions", json={"model": "disabled", **CHAT}) as resp,
+        ):
+            assert resp.status == 404
+            assert (await resp.json())["error"]["message"] == "no model id could be identified"
+        # scenario 40/41: /upstream follows pins, body untouched
+        async with server.session() as s, s.post("/upstream/public/custom", data=b"raw") as resp:
+            echoed = await resp.json()
+        assert echoed["model_id"] == "real" and echoed["body"] == "raw"
+        assert echoed["path"] == "/custom"
+        # scenario 43: pins are listed while the profile is active
+        async with server.session() as s, s.get("/v1/models") as resp:
+            records = {m["id"]: m for m in (await resp.json())["data"]}
+        assert records["public"]["meta"]["llamaswap"] == {"type": "profile"}
+        assert "expose" in records and "disabled" not in records
+    finally:
+        await put_profile(server, {"name": None})
+    async with server.session() as s, s.get("/v1/models") as resp:
+        assert "public" not in {m["id"] for m in (await resp.json())["data"]}
+
+
+async def test_s24_46_pin_and_warm_selectors(server: Server) -> None:
+    body = await chat(server, "sel-pin")
+    assert body["model_id"] == "real" and body["received_model"] == "variant"
+    await server.unload_all()
+    assert (await chat(server, "warm"))["model_id"] == "a"  # nothing warm: first target
+    await server.unload_all()
+    await chat(server, "b")
+    assert (await chat(server, "warm"))["model_id"] == "b"  # the ready one
+
+
+async def test_s24_47_spillover_fills_then_spills_to_cold(server: Server) -> None:
+    await server.unload_all()
+    async with Held(server) as held:
+        assert [await held.open("spill2") for _ in range(3)] == ["a", "a", "b"]
+    assert server.state.selectors.reservations("spill2") == {}
+
+
+async def test_s24_51_concurrent_spillover_requests_spread(server: Server) -> None:
+    for model in ("a", "b", "c"):
+        await chat(server, model)
+    async with Held(server) as held:
+        first, second = await held.open("balanced"), await held.open("balanced")
+    assert first != second
+    assert server.state.selectors.reservations("balanced") == {}
+
+
+async def test_s24_53_selector_is_not_an_upstream_model(server: Server) -> None:
+    async with server.session() as s, s.get("/upstream/balanced/v1/models") as resp:
+        assert resp.status == 404
+        assert (await resp.json())["error"]["message"] == "model not found"
+
+
+async def test_s24_45_profile_switching_while_listing(server: Server) -> None:
+    async def listing() -> int:
+        async with server.session() as s, s.get("/v1/models") as resp:
+            await resp.read()
+            return resp.status
+
+    async def switch(name: str | None) -> int:
+        return (await put_profile(server, {"name": name}))[0]
+
+    calls = [switch("coding" if i % 2 else None) for i in range(10)]
+    calls += [listing() for _ in range(10)]
+    assert set(await asyncio.gather(*calls)) == {200}
+    await put_profile(server, {"name": None})
