@@ -15,7 +15,11 @@ It compares
 * ``max_wait=N``: the starvation bound — after N s the hot model stops taking
   new work until the waiting swap has happened;
 * ``naive FIFO``: strict arrival order, no collation, no fast path (every model
-  change in the arrival sequence is a swap, once the loaded model is idle).
+  change in the arrival sequence is a swap, once the loaded model is idle);
+* ``naive one-at-a-time``: the simplest proxy one could write — a single lock
+  taken in arrival order around "swap if needed, then serve". No joining of
+  an in-flight swap, no serving of same-model requests side by side: each
+  request gets its own turn (and its own swap when its model is not loaded).
 
 Run: ``python bench/churn_sim.py [--seed 1] [--duration 7200] ...``
 """
@@ -171,6 +175,31 @@ def simulate_naive(trace: list[Request], load_time: float) -> Result:
     return Result("naive FIFO", swaps, waits, cold, 0)
 
 
+def simulate_serial(trace: list[Request], load_time: float) -> Result:
+    """One request at a time in arrival order: wait for the previous to finish, swap, serve.
+
+    The baseline that shows what collation and concurrent serving buy: with
+    mean serve time above the arrival interval it is over capacity, so its
+    waits grow for as long as the trace runs.
+    """
+    loaded: str | None = None
+    free_at = 0.0  # when the previous request finished
+    swaps = 0
+    waits: list[float] = []
+    cold: list[float] = []
+    for req in trace:
+        start = max(free_at, req.arrival)
+        if req.model != loaded:
+            start += load_time
+            loaded = req.model
+            swaps += 1
+        waits.append(start - req.arrival)
+        if req.model != "hot":
+            cold.append(start - req.arrival)
+        free_at = start + req.service
+    return Result("naive one-at-a-time", swaps, waits, cold, 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1)
@@ -194,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             trace, args.load_time, args.max_wait, args.min_residency, f"max_wait={args.max_wait:g}s"
         ),
         simulate_naive(trace, args.load_time),
+        simulate_serial(trace, args.load_time),
     ]
     for result in results:
         print(result.row())

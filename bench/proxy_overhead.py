@@ -1,0 +1,302 @@
+"""Proxy overhead: the same fast fake upstream direct, through modelswap, through nginx.
+
+Run: ``python3 bench/proxy_overhead.py [--quick]`` (``bench/run.py`` runs it too).
+
+Why three targets: "direct" is the floor (what the upstream alone costs),
+nginx is the best a reverse proxy does on this machine (design.md §6 measured
+it at +77 µs), and modelswap is the real program — ``python -m modelswap``
+with a generated config, its model preloaded and warmed before any
+measurement, so the numbers are the steady-state forward path (auth, CORS,
+model extraction, router grant, streaming forward), not a swap.
+
+All three share one upstream process: modelswap spawns the fake at a fixed
+port and the other two point at that port. Load comes from ``wrk`` (a small
+non-streaming ``POST /v1/chat/completions`` via a Lua script) at 1 and 50
+connections; without wrk, from the bundled ``bench/loadgen.py``. nginx is
+skipped when not installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import aiohttp
+from loadgen import (
+    CHAT_BODY,
+    Goal,
+    LoadResult,
+    ModelswapProcess,
+    Report,
+    loop_factory,
+    run_load,
+    wait_ok,
+)
+
+from modelswap.testing.fake_process import fake_upstream_cmd, free_port
+
+PATH = "/v1/chat/completions"
+GOAL_ADDED_P50_US = 250.0
+GOAL_RPS_50 = 5000.0
+WRK_SCRIPT = """\
+wrk.method = "POST"
+wrk.body = '{body}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+def write_config(tmp: Path, upstream_port: int, **fake: object) -> Path:
+    """One model, preloaded at startup; JSON is valid YAML, so no quoting worries."""
+    config = {
+        "healthCheckTimeout": 30,
+        "logLevel": "warn",
+        "models": {
+            "bench": {
+                "cmd": fake_upstream_cmd(upstream_port, "bench", **fake),
+                "proxy": f"http://127.0.0.1:{upstream_port}",
+                # The built-in limit of 10 would answer 429 at 50 connections.
+                "concurrencyLimit": 5000,
+            }
+        },
+        "hooks": {"onStartup": {"preload": ["bench"]}},
+    }
+    path = tmp / "modelswap.yaml"
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+def nginx_conf(tmp: Path, listen_port: int, upstream_port: int) -> Path:
+    """Minimal reverse proxy: one worker (modelswap is one process too), keep-alive upstream."""
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    temps = "\n".join(
+        f"  {name}_temp_path {tmp / name};" for name in ("client_body", "proxy", "fastcgi", "uwsgi")
+    )
+    text = f"""{user}worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+{temps}
+  scgi_temp_path {tmp / "scgi"};
+  upstream fake {{ server 127.0.0.1:{upstream_port}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{listen_port};
+    location / {{
+      proxy_pass http://fake;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }}
+  }}
+}}
+"""
+    path = tmp / "nginx.conf"
+    path.write_text(text)
+    return path
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listening on {port} after {timeout}s") from None
+            time.sleep(0.02)
+
+
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+
+
+def _wrk_time(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not m:
+        raise ValueError(f"wrk time {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def run_wrk(url: str, connections: int, duration: float, script: Path) -> LoadResult:
+    """One wrk run; parses ``--latency`` percentiles, Requests/sec and error counts."""
+    threads = 1 if connections == 1 else 2
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s"]
+    argv += ["--latency", "-s", str(script), url]
+    out = subprocess.run(
+        argv, capture_output=True, text=True, timeout=duration + 30, check=True
+    ).stdout
+    pct = dict(re.findall(r"^\s+(\d+)%\s+(\S+)$", out, re.MULTILINE))
+    total = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", out)
+    assert total, out
+    non_2xx = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
+    errors = non_2xx
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if sock:
+        errors += sum(int(g) for g in sock.groups())
+    return LoadResult(
+        tool="wrk",
+        connections=connections,
+        duration=float(total.group(2)) * _UNITS[total.group(3)],
+        requests=int(total.group(1)) - non_2xx,  # req/s counts successes only
+        errors=errors,
+        p50=_wrk_time(pct["50"]),
+        p99=_wrk_time(pct["99"]),
+    )
+
+
+def measure(
+    url: str, connections: int, duration: float, script: Path | None, use_wrk: bool
+) -> LoadResult:
+    if use_wrk and script is not None:
+        return run_wrk(url, connections, duration, script)
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(run_load(url, connections, duration))
+
+
+async def _warm(url: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        await wait_ok(session, url)
+        for _ in range(50):
+            async with session.post(url, json=CHAT_BODY) as resp:
+                await resp.read()
+
+
+def run(quick: bool = False, use_wrk: bool | None = None, use_nginx: bool | None = None) -> Report:
+    """Measure every available target at 1 and 50 connections; return the report."""
+    duration = 2.0 if quick else 6.0
+    has_wrk = shutil.which("wrk") is not None if use_wrk is None else use_wrk
+    nginx = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
+    )
+    has_nginx = nginx is not None if use_nginx is None else use_nginx and nginx is not None
+    found_wrk = shutil.which("wrk") is not None
+    tool = "wrk" if has_wrk else f"bench/loadgen.py ({'--no-wrk' if found_wrk else 'no wrk'})"
+    results: dict[tuple[str, int], LoadResult] = {}
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="modelswap-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        script = tmp / "post.lua"
+        script.write_text(WRK_SCRIPT.format(body=json.dumps(CHAT_BODY)))
+        upstream_port = free_port()
+        nginx_proc: subprocess.Popen[bytes] | None = None
+        with ModelswapProcess(write_config(tmp, upstream_port)) as ms:
+            targets = {
+                "direct": f"http://127.0.0.1:{upstream_port}{PATH}",
+                "modelswap": f"{ms.url}{PATH}",
+            }
+            asyncio.run(_warm(targets["modelswap"]))  # preload done + connections warm
+            try:
+                if has_nginx:
+                    assert nginx is not None
+                    port = free_port()
+                    conf = nginx_conf(tmp, port, upstream_port)
+                    nginx_proc = subprocess.Popen(
+                        [nginx, "-p", str(tmp), "-e", str(tmp / "nginx-error.log"), "-c",
+                         str(conf), "-g", "daemon off;"],
+                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL, start_new_session=True,
+                    )  # fmt: skip
+                    wait_port(port)
+                    targets["nginx"] = f"http://127.0.0.1:{port}{PATH}"
+                    asyncio.run(_warm(targets["nginx"]))
+                else:
+                    why = "skipped (--no-nginx)" if nginx else "not installed"
+                    notes.append(f"nginx {why}: no nginx rows.")
+                for conns in (1, 50):
+                    for name, url in targets.items():
+                        results[name, conns] = measure(
+                            url, conns, duration, script if has_wrk else None, has_wrk
+                        )
+                        r = results[name, conns]
+                        print(
+                            f"  {name:9s} c={conns:<3d} {r.rps:8.0f} req/s  "
+                            f"p50 {r.p50 * 1e6:7.0f} µs  p99 {r.p99 * 1e6:7.0f} µs  "
+                            f"errors {r.errors}",
+                            flush=True,
+                        )
+            finally:
+                if nginx_proc is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(nginx_proc.pid, signal.SIGKILL)
+                    nginx_proc.wait()
+    return _report(results, tool, duration, notes)
+
+
+def _report(
+    results: dict[tuple[str, int], LoadResult], tool: str, duration: float, notes: list[str]
+) -> Report:
+    names = [n for n in ("direct", "modelswap", "nginx") if (n, 1) in results]
+    md = [
+        f"Load: {tool}, small non-streaming `POST {PATH}`, {duration:g} s per cell, "
+        "one shared fake upstream; modelswap is the real `python -m modelswap` "
+        "with the model preloaded and warmed.",
+        "",
+        "| target | conns | req/s | p50 | p99 | added p50 vs direct | added p99 | errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for conns in (1, 50):
+        base = results["direct", conns]
+        for name in names:
+            r = results[name, conns]
+            added = "—" if name == "direct" else f"{(r.p50 - base.p50) * 1e6:+.0f} µs"
+            added99 = "—" if name == "direct" else f"{(r.p99 - base.p99) * 1e6:+.0f} µs"
+            md.append(
+                f"| {name} | {conns} | {r.rps:,.0f} | {r.p50 * 1e6:.0f} µs | "
+                f"{r.p99 * 1e6:.0f} µs | {added} | {added99} | {r.errors} |"
+            )
+    ms1, d1 = results["modelswap", 1], results["direct", 1]
+    goals = [
+        Goal(
+            "modelswap added p50 latency, 1 conn", (ms1.p50 - d1.p50) * 1e6, GOAL_ADDED_P50_US, "µs"
+        ),
+        Goal(
+            "modelswap throughput, 50 conns",
+            results["modelswap", 50].rps,
+            GOAL_RPS_50,
+            "req/s",
+            higher_is_better=True,
+        ),
+    ]
+    if ("nginx", 1) in results:
+        n1 = results["nginx", 1]
+        notes.append(
+            f"nginx (1 worker) for scale: {(n1.p50 - d1.p50) * 1e6:+.0f} µs p50 added, "
+            f"{results['nginx', 50].rps:,.0f} req/s at 50 connections."
+        )
+    if tool != "wrk":
+        notes.append("req/s from the Python load generator is a floor: it shares the cores.")
+    return Report("Proxy overhead (`bench/proxy_overhead.py`)", md, goals, notes)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-wrk", action="store_true", help="use bench/loadgen.py")
+    parser.add_argument("--no-nginx", action="store_true")
+    args = parser.parse_args()
+    report = run(args.quick, False if args.no_wrk else None, False if args.no_nginx else None)
+    print("\n".join(report.markdown))
+    for goal in report.goals:
+        print(goal.line())
+    for note in report.notes:
+        print(note)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
