@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import yaml
@@ -181,9 +181,19 @@ def serve(argv: Sequence[str]) -> int:
     )
     if not listen.is_loopback:
         log.info("listening on a non-loopback address: the server is reachable by all hosts")
-    return asyncio.run(
-        run_server(loaded, options, public_url=listen.url("https" if tls else "http"))
-    )
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(
+            run_server(loaded, options, public_url=listen.url("https" if tls else "http"))
+        )
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (a declared dependency on POSIX): it halves the proxy's overhead."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - e.g. Windows, where uvloop does not exist
+        return None
+    return uvloop.new_event_loop
 
 
 def _log_level(name: str) -> int:
