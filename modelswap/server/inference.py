@@ -8,7 +8,10 @@ Per request, in order (auth and CORS already ran as middlewares):
 3. **selector** (§8): a selector name is replaced by the target it picks; a
    spillover reservation is held until the request ends (``finally``), or
    given back at once for an ignored websocket;
-4. no model now → 404 ``no model id could be identified``;
+4. no model now → 404 ``no model id could be identified`` — unless the local
+   router is shutting down: its shutdown check precedes model extraction
+   (router spec §3.2 step 1), so that is 500 ``unspecific error: <router> is
+   shutting down`` even for a request without a model;
 5. **filters** (§9.2) on the bytes to send (``useModelName`` changes only the
    body, never the routing name);
 6. **dispatch** (§9.1): the local router if it serves the real name, else the
@@ -27,10 +30,10 @@ import dataclasses
 
 from aiohttp import web
 
-from modelswap.errors import ModelNotFoundError
+from modelswap.errors import ModelNotFoundError, RouterShuttingDownError
 from modelswap.server.context import SERVER_STATE, ServerState
 from modelswap.server.dispatch import is_ignored_websocket, serve_local, tunnel_ignored_websocket
-from modelswap.server.extract import NO_MODEL_MESSAGE, ModelRequest, read_model_request
+from modelswap.server.extract import ModelRequest, read_model_request
 from modelswap.server.filters import apply_filters, filter_plan
 from modelswap.server.profiles import pinned_target
 from modelswap.server.rewrite import replace_model
@@ -92,13 +95,20 @@ def upstream_path(raw_path: str) -> str:
 
 
 def _rewrite(request: ModelRequest, target: str) -> ModelRequest:
-    """The request routed to ``target`` (a disabled pin ``""`` means no model → 404)."""
+    """The request routed to ``target`` (a disabled pin ``""`` leaves it with no model)."""
     if not target:
-        raise ModelNotFoundError(NO_MODEL_MESSAGE)
+        return dataclasses.replace(request, model="")
     rewritten = replace_model(request, target)
     if rewritten.model != target:  # nothing to rewrite in the bytes; route by the target anyway
         rewritten = dataclasses.replace(rewritten, model=target)
     return rewritten
+
+
+def _require_model(state: ServerState, model_request: ModelRequest) -> str:
+    """The routing name; with none, 500 while the local router shuts down, else 404."""
+    if not model_request.model and state.router.statistics().shutting_down:
+        raise RouterShuttingDownError(f"{state.router.name} is shutting down")
+    return model_request.require_model()
 
 
 async def handle_inference(request: web.Request) -> web.StreamResponse:
@@ -113,7 +123,7 @@ async def handle_inference(request: web.Request) -> web.StreamResponse:
         if model_request.model and state.selectors.is_selector(model_request.model):
             choice = state.selectors.choose(model_request.model, state.router.state_of)
             model_request = _rewrite(model_request, choice.target)  # failure: released below
-        name = model_request.require_model()
+        name = _require_model(state, model_request)
         return await _dispatch(request, state, model_request, name, choice)
     finally:
         if choice is not None:

@@ -1,7 +1,11 @@
 """Raw passthroughs: ``/upstream/<model>/<path>`` (server spec §10) and ``/comfyui`` (§11).
 
 Unlike inference routes, the body is never read, filtered or rewritten here:
-it streams from the client to the upstream as sent. The model comes from the
+it streams from the client to the upstream as sent. One exception (router
+spec §6, server spec §9.6): a peer model addressed by a name other than the
+peer's own id (``/upstream/<peer>/<model>/…``) has a body or query ``model``
+equal to that name rewritten to the peer's id, so only then is a JSON or form
+body read (and re-sent with its new ``Content-Length``). The model comes from the
 path; there are no selectors, no filters, no ``useModelName`` and never a
 loading stream. Paths keep the client's percent-encoding (``%2F`` inside a
 segment survives), so everything works on ``rel_url.raw_path``.
@@ -9,6 +13,7 @@ segment survives), so everything works on ``rel_url.raw_path``.
 
 from __future__ import annotations
 
+import dataclasses
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -17,7 +22,7 @@ from modelswap.config import Config
 from modelswap.errors import ModelNotFoundError, ModelNotLoadedError
 from modelswap.server.context import SERVER_STATE, ServerState
 from modelswap.server.dispatch import is_ignored_websocket, serve_local, tunnel_ignored_websocket
-from modelswap.server.extract import BodyKind, ModelRequest
+from modelswap.server.extract import BodyKind, ModelRequest, read_model_request
 from modelswap.server.profiles import pin_upstream_path
 
 UPSTREAM_PREFIX = "/upstream/"
@@ -87,9 +92,23 @@ async def handle_upstream(request: web.Request) -> web.StreamResponse:
             request, state, model_id, raw_path=remaining, raw_query=query, body=None
         )
     if state.peers.handles(name):
-        passthrough = ModelRequest(BodyKind.OTHER, name, False, query)
+        passthrough = await _peer_request(request, state, name)
         return await state.peers.serve(request, passthrough, raw_path=remaining, requested=name)
     raise ModelNotFoundError(MODEL_NOT_FOUND)
+
+
+async def _peer_request(request: web.Request, state: ServerState, name: str) -> ModelRequest:
+    """What a peer is sent: untouched, unless ``name`` is not the peer's own model id.
+
+    Then the body is read as an inference route would read it (JSON or form),
+    so that the peer router can rewrite a ``model`` equal to ``name``; routing
+    stays by the path's name whatever the body says.
+    """
+    query = request.rel_url.raw_query_string
+    if state.peers.route_for(name).model == name:
+        return ModelRequest(BodyKind.OTHER, name, False, query)
+    read = await read_model_request(request)
+    return dataclasses.replace(read, model=name)
 
 
 async def handle_comfyui_root(request: web.Request) -> web.StreamResponse:

@@ -800,34 +800,41 @@ async def test_cancel_track_request_releases_its_count(make_proc: Factory) -> No
 
 
 async def test_output_capture_fan_out_and_slow_subscriber(make_proc: Factory) -> None:
+    """History, the shared sink and subscribers see every byte; a slow one gets a marker.
+
+    Nothing here depends on how the pipes chunk the output: the slow
+    subscriber's expected stream is computed from the chunks the sink saw, and
+    it holds one entry, so with two pipes (at least one chunk each) it always
+    overflows.
+    """
     sink: list[bytes] = []
     logs = LogFanout("m1", sink=sink.append)
     lines = 200
-    script = (  # paced so that the lines arrive as many separate chunks
+    script = (
         "import sys, time\n"
         f"for i in range({lines}):\n"
         "    print(f'line {i:04d}', flush=True)\n"
         "    print(f'err {i:04d}', file=sys.stderr, flush=True)\n"
-        "    time.sleep(0.001)\n"
         "print('out done', flush=True)\n"
         "print('err done', file=sys.stderr, flush=True)\n"
         "time.sleep(60)\n"
     )
-    slow = logs.subscribe(queue_entries=4)  # never read until the end
+    slow = logs.subscribe(queue_entries=1)  # never read until the end
     proc = make_proc(cmd=py_cmd(script), check_endpoint="none", logs=logs)
     await proc.ensure_ready()
-    # Subscribers that keep up; two pipes, so each one's last line is awaited.
+    # Each pipe's whole last line (a needle without its newline could match while
+    # the newline is still in the pipe, and history would then change under us).
     await wait_output(proc, "out done\n")
-    await wait_output(proc, "err done\n")  # whole lines: history is compared below
+    await wait_output(proc, "err done\n")
     history = logs.history().decode()
     assert all(f"line {i:04d}\n" in history and f"err {i:04d}\n" in history for i in range(lines))
     assert b"".join(sink).decode() == history  # the shared sink saw every byte
+    assert logs.bytes_written == len(history.encode())
     received = []
     while (chunk := slow.get_nowait()) is not None:
         received.append(chunk)
-    assert len(received) == 5  # its 4 queued entries, then the marker
-    dropped = logs.bytes_written - sum(len(c) for c in received[:4])
-    assert received[4] == dropped_marker(dropped)
+    assert len(sink) >= 2  # one pipe each at least
+    assert received == [sink[0], dropped_marker(sum(len(c) for c in sink[1:]))]
     await proc.stop(1)
     assert proc.logs.history().decode() == history  # history outlives the child
 

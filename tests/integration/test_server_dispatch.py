@@ -490,6 +490,26 @@ async def test_s24_27_28_upstream_passthrough(server: Server) -> None:
         assert body["model_id"] == "peer-fake" and body["path"] == "/thing"
 
 
+async def test_upstream_peer_fqn_body_model_is_rewritten(server: Server) -> None:
+    """Router spec §6 / server §9.6: only a ``model`` equal to the qualified name changes."""
+    sent = json.dumps({"model": "peer1/shared", "n": 1}).encode()
+    async with server.session() as s:
+        json_type = {"Content-Type": "application/json"}
+        async with s.post("/upstream/peer1/shared/echo", data=sent, headers=json_type) as resp:
+            body = await resp.json()
+        assert body["model_id"] == "peer-fake" and body["path"] == "/echo"
+        assert json.loads(body["body"]) == {"model": "shared", "n": 1}
+        assert body["received_headers"]["content-length"] == str(len(body["body"].encode()))
+        other = b'{"model": "something-else"}'
+        async with s.post("/upstream/peer1/shared/echo", data=other, headers=json_type) as resp:
+            assert (await resp.json())["body"] == other.decode()  # byte for byte
+        async with s.get("/upstream/peer1/shared/echo?model=peer1/shared&x=1") as resp:
+            assert (await resp.json())["query"] == {"model": "shared", "x": "1"}
+        bare = b'{"model": "peer1/remote-model"}'  # named by the peer's own id: untouched
+        async with s.post("/upstream/remote-model/echo", data=bare, headers=json_type) as resp:
+            assert (await resp.json())["body"] == bare.decode()
+
+
 async def test_s24_29_ignore_paths(server: Server) -> None:
     await server.unload_all()
     async with server.session() as s:

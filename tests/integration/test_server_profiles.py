@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,10 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from modelswap.app import ACCESS_LOG_KEY
+from modelswap.server.access_log import AccessRecord
+from modelswap.testing.fake_process import FakeUpstreamProcess
+from tests.integration.router_harness import DEADLINE
 from tests.integration.server_harness import Server, fake, running_server
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
@@ -28,16 +32,36 @@ profiles:
     pins: {public: variant, disabled: "", llm-code: sel-pin, expose: a}
   other:
     pins: {x: a}
+  paths:
+    pins: {public: a, author: b, author/public: c, "off": ""}
+  shadow:
+    pins: {real: a}
 selectors:
   sel-pin: {strategy: pin, targets: [variant, a]}
   warm: {strategy: warm, targets: [a, b, c]}
   balanced: {strategy: spillover, settings: {spillover: 1}, targets: [a, b, c]}
   spill2: {strategy: spillover, settings: {spillover: 2}, targets: [a, b, c]}
+  remote-spill: {strategy: spillover, settings: {spillover: 1}, targets: [remote/x, remote/y]}
+"""
+PEERS = """
+peers:
+  remote:
+    proxy: {url}
+    models: [x, y]
 """
 
 
+@pytest.fixture(scope="module")
+def peer_fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeUpstreamProcess]:
+    log = tmp_path_factory.mktemp("peer") / "events.jsonl"
+    with FakeUpstreamProcess("remote-fake", event_log=log, **HOLD) as process:
+        yield process
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Server]:
+async def server(
+    tmp_path_factory: pytest.TempPathFactory, peer_fake: FakeUpstreamProcess
+) -> AsyncIterator[Server]:
     tmp: Path = tmp_path_factory.mktemp("profiles")
     fakes = [
         fake(tmp, "a", **HOLD),
@@ -45,7 +69,8 @@ async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
         fake(tmp, "c", **HOLD),
         fake(tmp, "real", settings={"filters": {"setParamsByID": {"variant": {"thinking": True}}}}),
     ]
-    async with running_server(fakes, tail=SELECTORS) as running:
+    tail = SELECTORS + PEERS.replace("{url}", peer_fake.url)
+    async with running_server(fakes, tail=tail) as running:
         yield running
 
 
@@ -79,14 +104,20 @@ class Held:
 
     async def open(self, model: str) -> str:
         """Start a stream and return the model that answered its first event."""
+        return str((await self.open_event(model))["model_id"])
+
+    async def open_event(self, model: str) -> dict[str, Any]:
+        """Start a stream and return its first event (who served it, what it received)."""
         assert self.session is not None
         body = {"model": model, "stream": True, **CHAT}
         resp = await self.stack.enter_async_context(
             self.session.post("/v1/chat/completions", json=body)
         )
         assert resp.status == 200
-        first = json.loads((await resp.content.readline()).decode().removeprefix("data: "))
-        return str(first["model_id"])
+        first: dict[str, Any] = json.loads(
+            (await resp.content.readline()).decode().removeprefix("data: ")
+        )
+        return first
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stack.aclose()
@@ -188,3 +219,66 @@ async def test_s24_45_profile_switching_while_listing(server: Server) -> None:
     calls += [listing() for _ in range(10)]
     assert set(await asyncio.gather(*calls)) == {200}
     await put_profile(server, {"name": None})
+
+
+async def test_s24_41_upstream_paths_follow_the_longest_pin(server: Server) -> None:
+    await put_profile(server, {"name": "paths"})
+    try:
+        async with server.session() as s:
+            routed = {}
+            for path in ("public/v1/x", "author/public/v1/x", "author/v1/x", "c/v1/x"):
+                async with s.post(f"/upstream/{path}", data=b"raw") as resp:
+                    echoed = await resp.json()
+                routed[path] = (echoed["model_id"], echoed["path"], echoed["body"])
+            assert routed == {
+                "public/v1/x": ("a", "/v1/x", "raw"),  # public → a
+                "author/public/v1/x": ("c", "/v1/x", "raw"),  # the longer pin wins
+                "author/v1/x": ("b", "/v1/x", "raw"),
+                "c/v1/x": ("c", "/v1/x", "raw"),  # not pinned: unchanged
+            }
+            async with s.get("/upstream/off/v1/x") as resp:  # disabled: path /upstream/
+                assert resp.status == 404
+                assert (await resp.json())["error"]["message"] == "model not found"
+    finally:
+        await put_profile(server, {"name": None})
+
+
+async def test_s24_44_unload_by_id_ignores_profile_pins(server: Server) -> None:
+    await chat(server, "real")
+    await chat(server, "a")
+    await put_profile(server, {"name": "shadow"})  # real → a
+    try:
+        async with server.session() as s, s.post("/api/models/unload/real") as resp:
+            assert resp.status == 200
+        running = server.router.running_models()
+        assert "real" not in running and running.get("a") == "ready"
+    finally:
+        await put_profile(server, {"name": None})
+
+
+async def test_s24_48_spillover_over_peer_targets(server: Server) -> None:
+    ended: asyncio.Queue[str] = asyncio.Queue()
+
+    def observer(record: AccessRecord) -> None:  # after the handler's finally: released
+        ended.put_nowait(record.path)
+
+    server.app[ACCESS_LOG_KEY].observers.append(observer)
+    try:
+        async with Held(server) as held:
+            first = await held.open_event("remote-spill")
+            assert server.state.selectors.reservations("remote-spill") == {"remote/x": 1}
+            second = await held.open_event("remote-spill")
+            assert server.state.selectors.reservations("remote-spill") == {
+                "remote/x": 1,
+                "remote/y": 1,
+            }
+        async with asyncio.timeout(DEADLINE):
+            assert [await ended.get(), await ended.get()] == ["/v1/chat/completions"] * 2
+    finally:
+        server.app[ACCESS_LOG_KEY].observers.remove(observer)
+    assert (first["model_id"], first["received_model"]) == ("remote-fake", "x")
+    assert second["received_model"] == "y"  # remote/x full (S=1): the next, cold, peer target
+    assert server.state.selectors.reservations("remote-spill") == {}
+    body = await chat(server, "remote-spill")  # both released: back to the first
+    assert body["received_model"] == "x"
+    assert server.state.selectors.reservations("remote-spill") == {}
