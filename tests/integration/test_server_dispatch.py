@@ -69,7 +69,7 @@ peers:
   peer1:
     proxy: {peer_fake.url}
     apiKey: peerkey
-    models: [remote-model, shared]
+    models: [remote-model, shared, org/model]
     filters:
       setParams: {{peer_flag: 1}}
 """
@@ -156,8 +156,8 @@ async def test_get_routes_take_the_model_from_the_query_and_answer_head(server: 
                 assert resp.status == 200, path
 
 
-async def test_multipart_routes_and_use_model_name_keep_the_file(server: Server) -> None:
-    """Scenario 57: the form's model becomes useModelName; file bytes intact."""
+async def test_s24_57_multipart_use_model_name_keeps_the_file(server: Server) -> None:
+    """The form's model becomes useModelName; file bytes intact; routed as sent."""
     async with server.session() as s:
         form = aiohttp.FormData()
         form.add_field("model", "whisper")
@@ -207,7 +207,16 @@ async def test_s24_2_3_peers_and_local_precedence(
     headers = body["received"] and body["received_headers"]
     assert headers["authorization"] == "Bearer peerkey"
     assert headers["x-api-key"] == "peerkey"
-    assert body["received"]["peer_flag"] == 1  # scenario 56: the peer's filters apply
+    assert body["received"]["peer_flag"] == 1  # the peer's filters apply
+
+
+async def test_s24_56_peer_filters_resolve_for_a_qualified_slashed_name(server: Server) -> None:
+    request = {"model": "peer1/org/model", "temperature": 0.5, **CHAT}
+    status, body = await post(server, "/v1/chat/completions", request)
+    assert status == 200, body
+    assert body["model_id"] == "peer-fake"
+    assert body["received_model"] == "org/model"  # the peer's own id: no useModelName
+    assert body["received"] == {**request, "model": "org/model", "peer_flag": 1}
 
 
 async def test_s24_4_9_18_missing_unknown_and_malformed(server: Server) -> None:
@@ -232,6 +241,21 @@ async def test_s24_4_9_18_missing_unknown_and_malformed(server: Server) -> None:
         s.post("/v1/chat/completions", data=b'{"model":"m1"}') as resp,
     ):
         assert resp.status == 404  # a JSON body without a JSON content type has no model
+
+
+async def test_s24_14_not_found_envelope(server: Server) -> None:
+    async with server.session() as s, s.get("/upstream/nope/v1") as resp:
+        assert resp.status == 404
+        assert resp.headers["Content-Type"].startswith("application/json")
+        assert await resp.json() == {
+            "src": "llama-swap",
+            "error": {
+                "message": "model not found",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "not_found",
+            },
+        }
 
 
 async def test_s24_17_accept_chooses_the_error_format(server: Server) -> None:
@@ -295,15 +319,23 @@ async def test_s24_11_12_auth(server: Server) -> None:
                 if expected == 200:
                     received = (await resp.json())["received_headers"]
                     assert "authorization" not in received and "x-api-key" not in received
+        async with s.get("/running") as resp:
+            assert resp.status == 401
+
+
+async def test_s24_7_health_routes_answer_ok_without_a_key(server: Server) -> None:
+    async with aiohttp.ClientSession(server.url) as s:
         for path in ("/health", "/wol-health"):
             async with s.get(path) as resp:
                 assert resp.status == 200 and await resp.text() == "OK"
+
+
+async def test_s24_84_root_and_upstream_redirect_to_the_ui(server: Server) -> None:
+    async with aiohttp.ClientSession(server.url) as s:
         async with s.get("/", allow_redirects=False) as resp:
             assert resp.status == 302 and resp.headers["Location"] == "/ui"
         async with s.get("/upstream", allow_redirects=False) as resp:
             assert resp.status == 302 and resp.headers["Location"] == "/ui/models"
-        async with s.get("/running") as resp:
-            assert resp.status == 401
 
 
 async def test_s24_8_cors_preflight_needs_no_key(server: Server) -> None:

@@ -17,7 +17,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from modelswap.app import ACCESS_LOG_KEY
+from modelswap.errors import ShutdownInProgressError
+from modelswap.server.access_log import AccessRecord
 from modelswap.testing.fake_process import free_port
+from tests.integration.router_harness import DEADLINE
 from tests.integration.server_harness import fake, running_server, sse_events
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
@@ -290,3 +294,36 @@ async def test_s81_28_429_is_sent_before_any_loading_stream(tmp_path: Path) -> N
         for status, reasoning in results:
             assert status == 200 and "llama-swap loading" in reasoning  # a loading stream
         await server.idle()
+
+
+async def test_s24_81_shutting_down_twice_shuts_each_router_down_once(tmp_path: Path) -> None:
+    m1 = fake(tmp_path, "m1")
+    async with running_server([m1], tail=PEER) as server, server.session() as s:
+        async with s.post("/v1/chat/completions", json={"model": "m1", **CHAT}) as resp:
+            assert resp.status == 200
+        await server.router.shutdown(1)
+        await server.state.peers.shutdown()
+        with pytest.raises(ShutdownInProgressError):
+            await server.router.shutdown(1)
+        with pytest.raises(ShutdownInProgressError):
+            await server.state.peers.shutdown()
+        assert server.router.statistics().shutting_down
+    # ...and the app's own cleanup (a third shutdown) stopped nothing twice either
+    assert len(m1.events("listening")) == 1 and len(m1.events("sigterm")) == 1
+
+
+async def test_s24_88_websocket_upgrade_through_the_access_log(tmp_path: Path) -> None:
+    records: asyncio.Queue[AccessRecord] = asyncio.Queue()
+    async with (
+        running_server([], together=False, extra_models=ws_yaml("w")) as server,
+        server.session() as s,
+    ):
+        server.app[ACCESS_LOG_KEY].observers.append(records.put_nowait)
+        async with s.ws_connect("/upstream/w/socket") as ws:
+            assert (await ws.receive_json())["path"] == "/socket"
+            await ws.send_str("ping")
+            assert await ws.receive_str() == "ping"
+        async with asyncio.timeout(DEADLINE):  # logged once the tunnel has closed
+            record = await records.get()
+        assert (record.method, record.path, record.status) == ("GET", "/upstream/w/socket", 101)
+        assert records.empty()

@@ -22,6 +22,7 @@ from tests.integration.server_harness import Server, fake, running_server
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
+JSON_TYPE = {"Content-Type": "application/json"}
 HOLD = {"chunks": 30, "chunk_interval": 0.1}
 """Streams last ~3 s upstream, so a test can hold one open while it asks for more."""
 
@@ -37,7 +38,14 @@ profiles:
   shadow:
     pins: {real: a}
 selectors:
-  sel-pin: {strategy: pin, targets: [variant, a]}
+  sel-pin:
+    strategy: pin
+    targets: [variant, a]
+    name: Public
+    description: Pinned to the variant
+    metadata: {purpose: demo}
+  pin-ab: {strategy: pin, targets: [a, b]}
+  secret-sel: {strategy: pin, targets: [a], unlisted: true}
   warm: {strategy: warm, targets: [a, b, c]}
   balanced: {strategy: spillover, settings: {spillover: 1}, targets: [a, b, c]}
   spill2: {strategy: spillover, settings: {spillover: 2}, targets: [a, b, c]}
@@ -67,10 +75,18 @@ async def server(
         fake(tmp, "a", **HOLD),
         fake(tmp, "b", **HOLD),
         fake(tmp, "c", **HOLD),
-        fake(tmp, "real", settings={"filters": {"setParamsByID": {"variant": {"thinking": True}}}}),
+        fake(
+            tmp,
+            "real",
+            settings={
+                "name": "Real model",
+                "filters": {"setParamsByID": {"variant": {"thinking": True}}},
+            },
+        ),
     ]
     tail = SELECTORS + PEERS.replace("{url}", peer_fake.url)
-    async with running_server(fakes, tail=tail) as running:
+    hidden = fake(tmp, "hidden", settings={"unlisted": True})
+    async with running_server(fakes, tail=tail, extra_models=hidden.yaml()) as running:
         yield running
 
 
@@ -158,20 +174,89 @@ async def test_s24_39_50_pins_rewrite_routing_and_body(server: Server) -> None:
         ):
             assert resp.status == 404
             assert (await resp.json())["error"]["message"] == "no model id could be identified"
-        # scenario 40/41: /upstream follows pins, body untouched
-        async with server.session() as s, s.post("/upstream/public/custom", data=b"raw") as resp:
-            echoed = await resp.json()
-        assert echoed["model_id"] == "real" and echoed["body"] == "raw"
-        assert echoed["path"] == "/custom"
-        # scenario 43: pins are listed while the profile is active
-        async with server.session() as s, s.get("/v1/models") as resp:
-            records = {m["id"]: m for m in (await resp.json())["data"]}
-        assert records["public"]["meta"]["llamaswap"] == {"type": "profile"}
-        assert "expose" in records and "disabled" not in records
     finally:
         await put_profile(server, {"name": None})
+
+
+async def test_s24_40_profile_on_upstream_leaves_the_body_alone(server: Server) -> None:
+    await put_profile(server, {"name": "coding"})
+    try:
+        raw = b'{"model": "public",  "keep": "my formatting"}'
+        async with server.session() as s, s.post("/upstream/public/custom", data=raw) as resp:
+            assert resp.status == 200
+            echoed = await resp.json()
+        assert echoed["model_id"] == "real"  # public → variant, an alias of real
+        assert echoed["body"] == raw.decode() and echoed["path"] == "/custom"
+    finally:
+        await put_profile(server, {"name": None})
+
+
+async def test_s24_42_profile_pin_on_upstream_chat_path(server: Server) -> None:
+    """Routing half of scenario 42 (its activity row is an observability scenario)."""
+    await put_profile(server, {"name": "paths"})  # public → a
+    try:
+        raw = json.dumps({"model": "public", **CHAT}).encode()
+        async with (
+            server.session() as s,
+            s.post("/upstream/public/v1/chat/completions", data=raw, headers=JSON_TYPE) as resp,
+        ):
+            assert resp.status == 200
+            echoed = await resp.json()
+        assert echoed["model_id"] == "a"
+        assert server.fakes["a"].events("request")[-1]["path"] == "/v1/chat/completions"
+        assert echoed["received_model"] == "public"  # /upstream never rewrites the body
+    finally:
+        await put_profile(server, {"name": None})
+
+
+async def test_s24_43_listing_with_an_active_profile(server: Server) -> None:
+    """The listing half of scenario 43 (``modelStatus`` is an ``/api/events`` payload)."""
+    await put_profile(server, {"name": "coding"})
+    try:
+        async with server.session() as s, s.get("/v1/models") as resp:
+            records = {m["id"]: m for m in (await resp.json())["data"]}
+    finally:
+        await put_profile(server, {"name": None})
+    for pin in ("public", "expose"):
+        assert records[pin]["meta"]["llamaswap"] == {"type": "profile"}
+        assert "name" not in records[pin]
+    assert "disabled" not in records and "hidden" not in records
+    assert records["real"]["name"] == "Real model"
+    assert records["remote/x"]["name"] == "remote: x"
     async with server.session() as s, s.get("/v1/models") as resp:
         assert "public" not in {m["id"] for m in (await resp.json())["data"]}
+
+
+async def test_s24_49_selector_over_a_variant(server: Server) -> None:
+    """Routing half of scenario 49 (its activity metadata is an observability scenario)."""
+    body = await chat(server, "sel-pin")  # pin → variant, an alias of real
+    assert body["model_id"] == "real" and body["received_model"] == "variant"
+    assert body["received"]["thinking"] is True  # setParamsByID[variant]
+
+
+async def test_s24_54_selectors_in_the_listing(server: Server) -> None:
+    async def listed() -> dict[str, Any]:
+        async with server.session() as s, s.get("/v1/models") as resp:
+            return {m["id"]: m for m in (await resp.json())["data"]}
+
+    await server.unload_all()
+    await chat(server, "real")
+    records = await listed()
+    pinned = records["sel-pin"]
+    assert pinned["name"] == "Public" and pinned["description"] == "Pinned to the variant"
+    assert pinned["status"] == {"value": "loaded"}  # its first target is up
+    assert pinned["meta"]["llamaswap"] == {
+        "purpose": "demo",
+        "type": "selector",
+        "strategy": "pin",
+        "targets": ["variant", "a"],
+    }
+    assert records["balanced"]["meta"]["llamaswap"]["spillover"] == 1
+    assert "secret-sel" not in records  # unlisted
+    await chat(server, "b")
+    assert records["pin-ab"]["status"] == {"value": "unloaded"}  # only b, not a, is ready
+    assert (await listed())["pin-ab"]["status"] == {"value": "unloaded"}
+    await server.unload_all()
 
 
 async def test_s24_46_pin_and_warm_selectors(server: Server) -> None:

@@ -180,7 +180,7 @@ async def test_preflight_answers_before_the_handler() -> None:
 # --- forwarded headers -------------------------------------------------------------------
 
 
-def test_websocket_detection_scenario_90() -> None:
+def test_s24_90_websocket_detection() -> None:
     assert is_websocket_upgrade(CIMultiDict({"Connection": "Upgrade", "Upgrade": "websocket"}))
     assert is_websocket_upgrade(
         CIMultiDict({"Connection": "keep-alive, UpGrAdE", "Upgrade": "WebSocket"})
@@ -294,7 +294,7 @@ def test_go_duration(seconds: float, text: str) -> None:
     assert go_duration(seconds) == text
 
 
-def test_client_ip_scenario_87() -> None:
+def test_s24_87_client_ip() -> None:
     assert client_ip(CIMultiDict(), "10.0.0.5") == "10.0.0.5"
     assert client_ip(CIMultiDict({"X-Forwarded-For": "1.2.3.4, 5.6.7.8"}), "x") == "1.2.3.4"
     assert client_ip(CIMultiDict({"X-Real-IP": "9.9.9.9"}), "x") == "9.9.9.9"
@@ -306,7 +306,7 @@ def test_skipped_paths() -> None:
     assert is_logged("/health") and is_logged("/v1/chat/completions")
 
 
-async def test_access_log_line_and_observers_scenario_88(caplog: pytest.LogCaptureFixture) -> None:
+async def test_s24_88_access_log_line_and_skipped_paths(caplog: pytest.LogCaptureFixture) -> None:
     records: list[AccessRecord] = []
     ticks = iter([10.0, 10.00125, 20.0, 20.5, 30.0, 30.0])
     access = AccessLog(clock=lambda: next(ticks))

@@ -21,6 +21,7 @@ from modelswap.server.filters import (
     split_path,
 )
 from modelswap.server.multipart import FormError, iter_parts, parse_media_type, replace_field
+from modelswap.server.profiles import pin_upstream_path
 from modelswap.server.rewrite import replace_model, replace_query_param
 
 JSON = "application/json"
@@ -228,7 +229,7 @@ def test_replace_query_param_keeps_other_params() -> None:
         ("POST", None, "model=public", None, "query"),
     ],
 )
-def test_replace_model_everywhere_scenario_58(
+def test_s24_58_replace_request_model_everywhere(
     method: str, ct: str | None, query: str, body: bytes | None, check: str
 ) -> None:
     req = extract_model(method, ct, query, body)
@@ -241,6 +242,29 @@ def test_replace_model_everywhere_scenario_58(
         assert out.data == req.data
     if check == "json":
         assert out.data is not None and json.loads(out.data) == {"model": "target", "x": 1}
+
+
+def test_s24_58_replace_request_model_json_length_and_multipart_file() -> None:
+    req = extract_model("POST", JSON, "", b'{"model":"public","x":1}')
+    out = replace_model(req, "a-much-longer-target")
+    assert out.data is not None and len(out.data) != len(req.data or b"")
+    assert json.loads(out.data) == {"model": "a-much-longer-target", "x": 1}  # length = bytes
+
+    body = form([("model", "public"), ("file", "xx"), ("language", "en")])
+    out = replace_model(extract_model("POST", MP, "", body), "target")
+    assert out.data == body.replace(b"\r\n\r\npublic\r\n", b"\r\n\r\ntarget\r\n")
+    parts = list(iter_parts(out.data, "XyZ"))
+    assert [(p.name, p.filename, out.data[p.start : p.end]) for p in parts] == [
+        ("model", None, b"target"),
+        ("file", "a.wav", b"xx"),
+        ("language", None, b"en"),
+    ]
+
+
+def test_s24_58_replace_request_model_upstream_path() -> None:
+    pins = {"public": "real", "author/public": "target"}
+    assert pin_upstream_path(pins, "author/public/v1/chat") == "target/v1/chat"
+    assert pin_upstream_path(pins, "author/public/api/x%2Fy") == "target/api/x%2Fy"
 
 
 def test_replace_model_multipart_with_query_model_rewrites_both() -> None:
