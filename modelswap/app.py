@@ -153,12 +153,16 @@ async def run_server(loaded: LoadedConfig, options: ServeOptions, public_url: st
     app = build_app(loaded.config)
     # handler_cancellation: a client disconnect cancels its handler, which
     # aborts the upstream request at once (see modelswap.server.proxy).
+    # auto_decompress off: request bodies reach the upstream as the client
+    # sent them, with their Content-Encoding (as llama-swap's Go server does);
+    # decoded bytes under the original header would be unreadable upstream.
     runner = web.AppRunner(
         app,
         access_log=None,
         handle_signals=False,
         shutdown_timeout=HTTP_SHUTDOWN_BUDGET,
         handler_cancellation=True,
+        auto_decompress=False,
     )
     await runner.setup()
     site = web.TCPSite(

@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from modelswap.errors import ClientError, ModelNotFoundError
 from modelswap.server.multipart import FormError, parse_media_type, text_fields
@@ -221,11 +222,14 @@ async def read_body(request: web.BaseRequest, max_body: int = MAX_BODY_BYTES) ->
         raise too_large
     chunks: list[bytes] = []
     size = 0
-    while chunk := await request.content.readany():
-        size += len(chunk)
-        if size > max_body:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        while chunk := await request.content.readany():
+            size += len(chunk)
+            if size > max_body:
+                raise too_large
+            chunks.append(chunk)
+    except RequestPayloadError as error:  # e.g. "Content-Encoding: gzip" on a non-gzip body
+        raise ClientError("invalid request body: " + " ".join(str(error).split())) from None
     return b"".join(chunks)
 
 

@@ -68,6 +68,8 @@ log = logging.getLogger("modelswap.server.proxy")
 
 #: Errors from the upstream side of a connection (``TimeoutError`` is an ``OSError``).
 UPSTREAM_ERRORS = (aiohttp.ClientError, OSError)
+#: The upstream closed a pooled connection (connect failures are excluded where used).
+STALE_CONNECTION_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 _SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 
@@ -214,19 +216,34 @@ class UpstreamClient:
             api_key=target.api_key,
             streamed_body=streamed,
         )
-        sending = self.session_for(target).request(
-            request.method,
-            target.url,
-            headers=headers,
-            data=data,
-            allow_redirects=False,
-            timeout=client_timeout(target.timeouts, tls=target.url.scheme == "https"),
-        )
+
+        async def send() -> aiohttp.ClientResponse:
+            return await self.session_for(target).request(
+                request.method,
+                target.url,
+                headers=headers,
+                data=data,
+                allow_redirects=False,
+                timeout=client_timeout(target.timeouts, tls=target.url.scheme == "https"),
+            )
+
         header_deadline = target.timeouts.response_header
         deadline = asyncio.timeout(header_deadline if header_deadline > 0 else None)
         try:
             async with deadline:
-                return await sending
+                try:
+                    return await send()
+                except STALE_CONNECTION_ERRORS as error:
+                    if isinstance(error, aiohttp.ClientConnectorError) or (
+                        streamed and request.body_exists
+                    ):
+                        raise  # could not connect at all, or the client's body is spent
+                    # A pooled keep-alive connection the upstream closed just before we
+                    # reused it (llama-server closes after each streamed response while
+                    # advertising keep-alive). aiohttp retries this only for idempotent
+                    # methods; our body is in memory, so resend it once.
+                    log.debug("[%s] pooled connection was closed; resending", target.name)
+                    return await send()
         except UPSTREAM_ERRORS as error:
             reason = describe(error)
             if deadline.expired():  # ours, not a connect timeout inside aiohttp

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from modelswap.testing import fake_shapes as shapes
 from modelswap.testing.fake_options import Options, parse_args
@@ -228,7 +229,7 @@ class FakeUpstream:
             os._exit(1)  # abrupt on purpose: no cleanup, like a segfaulting server
 
     async def _json_call(self, request: web.Request) -> Call:
-        raw = await request.read()
+        raw = await _read_body(request)
         try:
             body = json.loads(raw)
         except ValueError as exc:
@@ -240,7 +241,10 @@ class FakeUpstream:
     async def _form_call(self, request: web.Request) -> Call:
         if not request.content_type.startswith("multipart/"):
             raise BadRequest("expected multipart/form-data")
-        form = await request.post()
+        try:
+            form = await request.post()
+        except RequestPayloadError as exc:
+            raise BadRequest(f"unreadable body: {exc}") from None
         body: JsonDict = {}
         for key, value in form.items():
             if isinstance(value, web.FileField):
@@ -358,7 +362,10 @@ class FakeUpstream:
 
     async def catch_all(self, request: web.Request) -> web.Response:
         """Echo anything unrouted, for ``/upstream/<model>/...`` passthrough tests."""
-        raw = await request.read()
+        try:
+            raw = await _read_body(request)
+        except BadRequest as exc:
+            return await self._send_error(request, 400, str(exc))
         body = {
             "path": request.path,
             "raw_path": request.raw_path.partition("?")[0],
@@ -488,6 +495,15 @@ class FakeUpstream:
         self.log.emit("sigterm", ignored=self.opts.ignore_sigterm)
         if not self.opts.ignore_sigterm:
             stop.set()
+
+
+async def _read_body(request: web.BaseRequest) -> bytes:
+    """The body; one that cannot be decoded (bad ``Content-Encoding``) is a 400, as a
+    real server answers, not aiohttp's 500, which tests would blame on modelswap."""
+    try:
+        return await request.read()
+    except RequestPayloadError as exc:
+        raise BadRequest(f"unreadable body: {' '.join(str(exc).split())}") from None
 
 
 def _headers_dict(request: web.BaseRequest) -> dict[str, str]:
