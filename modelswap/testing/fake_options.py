@@ -29,6 +29,7 @@ class Options:
     fork_grandchild: bool = False
     slow_body: float = 0.0
     event_log: str | None = None
+    close_after_response: bool = False
 
     @property
     def text(self) -> str:
@@ -61,6 +62,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--slow-body", type=float, default=0.0, metavar="SECONDS",
                    help="write non-streaming bodies in pieces with this delay between")  # fmt: skip
     p.add_argument("--event-log", default=None, metavar="PATH", help="append JSON event lines")
+    p.add_argument("--close-after-response", action="store_true",
+                   help="answer once per connection, then drop it when the next request "
+                   "arrives (llama-server drops kept-alive connections after streams)")  # fmt: skip
     ns = p.parse_args(argv)
     if ns.chunks < 1:
         p.error("--chunks must be >= 1")

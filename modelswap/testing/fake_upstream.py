@@ -139,7 +139,8 @@ class FakeUpstream:
     # --- app wiring -------------------------------------------------------------
 
     def build_app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY)
+        middlewares = [_close_after_response] if self.opts.close_after_response else []
+        app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
         r = app.router
         r.add_get("/health", self.health)
         r.add_get("/v1/models", self.models)
@@ -495,6 +496,25 @@ class FakeUpstream:
         self.log.emit("sigterm", ignored=self.opts.ignore_sigterm)
         if not self.opts.ignore_sigterm:
             stop.set()
+
+
+@web.middleware
+async def _close_after_response(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer once per connection with keep-alive headers; drop it at the next request.
+
+    llama-server closes a connection after a streamed response while still
+    advertising keep-alive. A proxy that reuses the pooled connection then
+    sees "server disconnected" on its next request; dropping the connection when
+    that next request arrives reproduces the race deterministically.
+    """
+    transport = request.transport
+    if transport is not None and getattr(transport, "_fake_answered", False):
+        transport.close()
+        raise web.HTTPServiceUnavailable()  # never written: the connection is gone
+    response = await handler(request)
+    if transport is not None:
+        transport._fake_answered = True  # type: ignore[attr-defined]
+    return response
 
 
 async def _read_body(request: web.BaseRequest) -> bytes:

@@ -365,3 +365,27 @@ async def test_anthropic_sdk_messages(proxy: Harness) -> None:
         assert text == TEXT
     finally:
         await client.close()
+
+
+# --- an upstream that drops kept-alive connections (llama-server after a stream) --------
+
+
+async def test_posts_survive_an_upstream_that_closes_kept_alive_connections(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """Back-to-back POSTs reuse the pooled connection the upstream just closed.
+
+    aiohttp retries that only for idempotent methods; the forwarder resends a
+    body it holds in memory once, so no request fails with "server disconnected".
+    """
+    with FakeUpstreamProcess(
+        "closer", event_log=tmp_path / "closer.jsonl", close_after_response=True
+    ) as closer:
+        async with running_proxy(make_config(closer)) as harness:
+            statuses = []
+            for index in range(10):
+                body = chat("fast", stream=index % 2 == 0)
+                async with http.post(f"{harness.url}/v1/chat/completions", json=body) as r:
+                    await r.read()
+                    statuses.append(r.status)
+    assert statuses == [200] * 10
