@@ -810,13 +810,16 @@ async def test_output_capture_fan_out_and_slow_subscriber(make_proc: Factory) ->
     sink: list[bytes] = []
     logs = LogFanout("m1", sink=sink.append)
     lines = 200
+    # One os.write per line: with PYTHONUNBUFFERED set, print() issues the text
+    # and its newline as two writes, and the other pipe's output could land
+    # between them in the (correctly) interleaved history.
     script = (
-        "import sys, time\n"
+        "import os, time\n"
         f"for i in range({lines}):\n"
-        "    print(f'line {i:04d}', flush=True)\n"
-        "    print(f'err {i:04d}', file=sys.stderr, flush=True)\n"
-        "print('out done', flush=True)\n"
-        "print('err done', file=sys.stderr, flush=True)\n"
+        "    os.write(1, f'line {i:04d}\\n'.encode())\n"
+        "    os.write(2, f'err {i:04d}\\n'.encode())\n"
+        "os.write(1, b'out done\\n')\n"
+        "os.write(2, b'err done\\n')\n"
         "time.sleep(60)\n"
     )
     slow = logs.subscribe(queue_entries=1)  # never read until the end
