@@ -12,6 +12,10 @@ What it guarantees:
 * **Never buffered.** The request body is the bytes already read for model
   extraction (or their rewrite), else the client's stream is passed through;
   the response is copied with ``readany()`` → ``write()``, flushed per chunk.
+  One exception, for speed: a non-SSE answer of at most 64 KiB with a declared
+  ``Content-Length`` is read whole and sent with its headers in one write (it
+  is complete within one round trip anyway); if the upstream dies before it is
+  complete, the client gets a 502 envelope instead of a truncated body.
 * **Upstream unreachable** (connect error, reset before headers, header
   timeout) → :class:`UpstreamUnreachableError`, a 502 with the envelope.
 * **Upstream dies mid-stream** → the client's response ends cleanly (the
@@ -62,7 +66,11 @@ from yarl import URL
 from modelswap.config import ModelTimeouts
 from modelswap.errors import UpstreamError
 from modelswap.server.access_log import add_body_bytes, remember_response
-from modelswap.server.headers import client_response_headers, upstream_request_headers
+from modelswap.server.headers import (
+    SSE_CONTENT_TYPE,
+    client_response_headers,
+    upstream_request_headers,
+)
 
 log = logging.getLogger("modelswap.server.proxy")
 
@@ -264,6 +272,10 @@ class UpstreamClient:
         """
         reusable = False
         try:
+            if response is None and _small_whole_body(upstream):
+                small = await _read_small_body(request, upstream, target)
+                reusable = True
+                return small
             if response is None:
                 response = web.StreamResponse(
                     status=upstream.status,
@@ -318,6 +330,48 @@ async def _copy_body(
             log.debug("[%s] client went away; aborting the upstream request", target.name)
             return False
         add_body_bytes(response, len(chunk))
+
+
+#: Bodies up to this size with a declared length are relayed in one write
+#: (headers and body together): one syscall instead of three, on the path every
+#: small non-streaming answer takes. Anything larger, or of unknown length, streams.
+SMALL_BODY_BYTES = 64 * 1024
+
+
+def _small_whole_body(upstream: aiohttp.ClientResponse) -> bool:
+    length = upstream.content_length
+    return (
+        length is not None
+        and length <= SMALL_BODY_BYTES
+        and SSE_CONTENT_TYPE not in upstream.headers.get("Content-Type", "")
+    )
+
+
+async def _read_small_body(
+    request: web.BaseRequest, upstream: aiohttp.ClientResponse, target: Target
+) -> web.Response:
+    """Read a small, fixed-length upstream body whole and answer with it at once.
+
+    An upstream that fails before the body is complete gets the client a 502
+    envelope (nothing was sent yet), rather than a truncated body.
+    """
+    try:
+        body = await upstream.read()
+    except UPSTREAM_ERRORS as error:
+        log.warning(
+            "[%s] recovered from upstream disconnection during streaming: %s",
+            target.name,
+            describe(error),
+        )
+        raise UpstreamUnreachableError(f"{target.error_prefix}: {describe(error)}") from None
+    headers = client_response_headers(upstream.headers)
+    headers.pop("Content-Length", None)  # set from the body by aiohttp
+    response = web.Response(
+        status=upstream.status, reason=upstream.reason, headers=headers, body=body
+    )
+    add_body_bytes(response, len(body))
+    remember_response(request, response)
+    return response
 
 
 async def _finish(response: web.StreamResponse) -> None:
