@@ -318,9 +318,8 @@ async def test_s88_127_run_stop_cycles_on_fresh_processes(make_proc: Factory) ->
         await run  # returns (None) rather than raising: a stop is not an error
 
 
-@pytest.mark.skip(reason="§8.8 128 is about the HTTP forwarder (a later step), not the process")
-async def test_s88_128_upstream_disconnect_mid_body() -> None:
-    raise NotImplementedError
+# §8.8 128 (upstream disconnect mid-body) is the forwarder's: see
+# tests/integration/test_proxy.py::test_s88_128_upstream_crash_mid_stream_ends_cleanly.
 
 
 async def test_s88_129_ttl_stops_an_idle_model(make_proc: Factory) -> None:
@@ -363,11 +362,8 @@ async def test_s88_130_ttl_is_held_off_by_traffic(make_proc: Factory) -> None:
     await run  # returns (None) rather than raising: a stop is not an error
 
 
-@pytest.mark.skip(
-    reason="§8.8 131 (websockets) belongs to the forwarder: ignored websockets skip track_request"
-)
-async def test_s88_131_ttl_ignores_websockets() -> None:
-    raise NotImplementedError
+# §8.8 131 (TTL ignores ignored websockets) needs the HTTP layer: see
+# tests/integration/test_server_lifecycle.py::test_s88_131_ttl_ignores_ignored_websockets.
 
 
 async def test_s88_132_ttl_zero_disables(make_proc: Factory) -> None:

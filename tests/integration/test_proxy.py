@@ -275,7 +275,7 @@ async def test_client_disconnect_aborts_upstream_within_1s(
     assert proxy.records[-1].status == 200  # what the client had been sent
 
 
-async def test_upstream_crash_mid_stream_ends_cleanly(
+async def test_s88_128_upstream_crash_mid_stream_ends_cleanly(
     fast: FakeUpstreamProcess,
     long_stream: FakeUpstreamProcess,
     http: aiohttp.ClientSession,

@@ -33,14 +33,14 @@ UPGRADE = {"Connection": "keep-alive, Upgrade", "Upgrade": "websocket"}
 JSON_TYPE = {"Content-Type": "application/json"}
 
 
-def ws_yaml(model_id: str, *, ignore_websockets: bool = False) -> str:
+def ws_yaml(model_id: str, *, ignore_websockets: bool = False, ttl: int = 0) -> str:
     """A models: entry running the websocket echo server as ``model_id``."""
     port = free_port()
     cmd = shlex.join([sys.executable, "-m", "tests.integration.ws_echo", "--port", str(port)])
     compat = "    compat: {ignoreWebsockets: true}\n" if ignore_websockets else ""
     return (
         f"  {model_id}:\n    cmd: {json.dumps(cmd)}\n"
-        f"    proxy: http://127.0.0.1:{port}\n    unloadTimeout: 2\n{compat}"
+        f"    proxy: http://127.0.0.1:{port}\n    unloadTimeout: 2\n    ttl: {ttl}\n{compat}"
     )
 
 
@@ -257,6 +257,23 @@ async def test_s81_26_an_ignored_websocket_does_not_block_a_swap(tmp_path: Path)
             async with s.post("/v1/chat/completions", json={"model": "b", **CHAT}) as resp:
                 assert resp.status == 200
             assert server.router.running_models() == {"b": "ready"}  # w stopped under it
+            closing = await ws.receive()  # its upstream went away: the tunnel ends
+            assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        await server.idle()
+
+
+async def test_s88_131_ttl_ignores_ignored_websockets(tmp_path: Path) -> None:
+    """An open ignored websocket is no activity: the TTL still unloads the model."""
+    extra = ws_yaml("w", ignore_websockets=True, ttl=1)
+    async with (
+        running_server([], together=False, extra_models=extra) as server,
+        server.session() as s,
+    ):
+        async with s.get("/upstream/w/") as resp:  # an ordinary request loads it
+            assert resp.status == 200
+        async with s.ws_connect("/props?model=w") as ws:
+            await ws.receive_json()  # the websocket is open and being served
+            await server.until(lambda st: st.processes["w"].state.value == "stopped")
             closing = await ws.receive()  # its upstream went away: the tunnel ends
             assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
         await server.idle()
