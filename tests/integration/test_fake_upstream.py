@@ -343,7 +343,8 @@ async def test_event_log_records_request_and_done(
 
 
 async def test_openai_sdk_parses_answers(shared: FakeUpstreamProcess) -> None:
-    openai = pytest.importorskip("openai")
+    import openai
+
     client = openai.AsyncOpenAI(base_url=f"{shared.url}/v1", api_key="sk-test")
     try:
         msgs = [{"role": "user", "content": "hi"}]
@@ -361,7 +362,8 @@ async def test_openai_sdk_parses_answers(shared: FakeUpstreamProcess) -> None:
 
 
 async def test_anthropic_sdk_parses_answers(shared: FakeUpstreamProcess) -> None:
-    anthropic = pytest.importorskip("anthropic")
+    import anthropic
+
     client = anthropic.AsyncAnthropic(base_url=shared.url, api_key="sk-ant-test")
     try:
         msgs = [{"role": "user", "content": "hi"}]

@@ -472,7 +472,8 @@ def test_only_yaml11_words_decode_as_booleans(text: str) -> None:
 
 
 def test_json_schema_accepts_the_example_as_written_and_flags_type_errors() -> None:
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema
+
     from modelswap.config.yaml_io import parse_yaml
 
     validator = jsonschema.Draft202012Validator(config_json_schema())
