@@ -156,6 +156,9 @@ class AccessLog:
         started: float,
         started_at: float,
     ) -> None:
+        logged = is_logged(path) and self.logger.isEnabledFor(logging.INFO)
+        if not logged and not self.observers:
+            return  # nobody would see the record: skip building it
         record = AccessRecord(
             client_ip=client_ip(request.headers, request.remote),
             method=request.method,
@@ -168,7 +171,7 @@ class AccessLog:
             started_at=started_at,
             request=request,
         )
-        if is_logged(path) and self.logger.isEnabledFor(logging.INFO):
+        if logged:
             self.logger.info("%s", format_access_line(record))
         for observer in self.observers:
             try:

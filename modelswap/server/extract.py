@@ -216,21 +216,24 @@ def _from_json(query_string: str, data: bytes) -> ModelRequest:
 
 async def read_body(request: web.BaseRequest, max_body: int = MAX_BODY_BYTES) -> bytes:
     """The whole body, refusing (413) more than ``max_body`` bytes before holding them."""
-    too_large = BodyTooLargeError(f"request body too large (limit {max_body} bytes)")
     length = request.content_length
     if length is not None and length > max_body:
-        raise too_large
+        raise _too_large(max_body)
     chunks: list[bytes] = []
     size = 0
     try:
         while chunk := await request.content.readany():
             size += len(chunk)
             if size > max_body:
-                raise too_large
+                raise _too_large(max_body)
             chunks.append(chunk)
     except RequestPayloadError as error:  # e.g. "Content-Encoding: gzip" on a non-gzip body
         raise ClientError("invalid request body: " + " ".join(str(error).split())) from None
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large(max_body: int) -> BodyTooLargeError:
+    return BodyTooLargeError(f"request body too large (limit {max_body} bytes)")
 
 
 async def read_model_request(

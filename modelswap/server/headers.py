@@ -51,11 +51,15 @@ WEBSOCKET_HANDSHAKE = frozenset(
     }
 )
 SSE_CONTENT_TYPE = "text/event-stream"
+_REQUEST_DROPPED = HOP_BY_HOP | CREDENTIALS | {"expect"}
+_REQUEST_DROPPED_BUFFERED = _REQUEST_DROPPED | {"content-length"}
 
 
 def connection_tokens(headers: MultiMapping[str]) -> set[str]:
     """Lower-cased tokens of every ``Connection`` header."""
-    values = headers.getall("Connection", [])
+    values = headers.getall("Connection", ())
+    if not values:
+        return set()
     return {token.strip().lower() for value in values for token in value.split(",")} - {""}
 
 
@@ -81,9 +85,10 @@ def upstream_request_headers(
     websocket: bool = False,
 ) -> CIMultiDict[str]:
     """The headers to send upstream for a client request with ``headers``."""
-    dropped = HOP_BY_HOP | CREDENTIALS | connection_tokens(headers) | {"expect"}
-    if not streamed_body:
-        dropped |= {"content-length"}
+    dropped: Set[str] = _REQUEST_DROPPED if streamed_body else _REQUEST_DROPPED_BUFFERED
+    tokens = connection_tokens(headers)
+    if tokens:
+        dropped = dropped | tokens
     if websocket:
         dropped |= WEBSOCKET_HANDSHAKE
     if peer:
@@ -102,7 +107,8 @@ def upstream_request_headers(
 
 def client_response_headers(headers: MultiMapping[str]) -> CIMultiDict[str]:
     """The upstream response headers to pass to the client (+ ``X-Accel-Buffering`` on SSE)."""
-    out = _without(headers.items(), HOP_BY_HOP | connection_tokens(headers))
+    tokens = connection_tokens(headers)
+    out = _without(headers.items(), HOP_BY_HOP | tokens if tokens else HOP_BY_HOP)
     if SSE_CONTENT_TYPE in out.get("Content-Type", ""):
         out["X-Accel-Buffering"] = "no"
     return out

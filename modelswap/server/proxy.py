@@ -235,26 +235,31 @@ class UpstreamClient:
                 timeout=client_timeout(target.timeouts, tls=target.url.scheme == "https"),
             )
 
+        async def send_or_resend() -> aiohttp.ClientResponse:
+            try:
+                return await send()
+            except STALE_CONNECTION_ERRORS as error:
+                if isinstance(error, aiohttp.ClientConnectorError) or (
+                    streamed and request.body_exists
+                ):
+                    raise  # could not connect at all, or the client's body is spent
+                # A pooled keep-alive connection the upstream closed just before we
+                # reused it (llama-server closes after each streamed response while
+                # advertising keep-alive). aiohttp retries this only for idempotent
+                # methods; our body is in memory, so resend it once.
+                log.debug("[%s] pooled connection was closed; resending", target.name)
+                return await send()
+
         header_deadline = target.timeouts.response_header
-        deadline = asyncio.timeout(header_deadline if header_deadline > 0 else None)
+        deadline = asyncio.timeout(header_deadline) if header_deadline > 0 else None
         try:
+            if deadline is None:  # no limit: skip the timeout machinery
+                return await send_or_resend()
             async with deadline:
-                try:
-                    return await send()
-                except STALE_CONNECTION_ERRORS as error:
-                    if isinstance(error, aiohttp.ClientConnectorError) or (
-                        streamed and request.body_exists
-                    ):
-                        raise  # could not connect at all, or the client's body is spent
-                    # A pooled keep-alive connection the upstream closed just before we
-                    # reused it (llama-server closes after each streamed response while
-                    # advertising keep-alive). aiohttp retries this only for idempotent
-                    # methods; our body is in memory, so resend it once.
-                    log.debug("[%s] pooled connection was closed; resending", target.name)
-                    return await send()
+                return await send_or_resend()
         except UPSTREAM_ERRORS as error:
             reason = describe(error)
-            if deadline.expired():  # ours, not a connect timeout inside aiohttp
+            if deadline is not None and deadline.expired():  # ours, not aiohttp's connect one
                 reason = "timeout awaiting response headers"
             raise UpstreamUnreachableError(f"{target.error_prefix}: {reason}") from None
 
