@@ -54,6 +54,7 @@ from modelswap.observability.log_fanout import LogFanout, LogSink
 from modelswap.process import operations as ops
 from modelswap.process.child import Child
 from modelswap.process.command import stop_command_argv
+from modelswap.process.portcheck import ensure_port_free
 from modelswap.process.readiness import wait_healthy
 from modelswap.process.spec import Launch, ProcessSpec, format_duration, prepare_launch
 from modelswap.process.state import (
@@ -412,6 +413,7 @@ class ManagedProcess:
         self._starts += 1
         try:
             self._launch = prepare_launch(self.spec, self._base_env)
+            await ensure_port_free(self._launch.argv, self.spec.proxy)
             self._child = await self._spawn(self._launch)
         except UpstreamStartError as error:
             log.error("<%s> start failed: %s", self.model_id, error)

@@ -847,3 +847,36 @@ async def test_repr_and_statistics(make_proc: Factory) -> None:
         assert repr(proc) == f"<ManagedProcess 'm1' READY pid={proc.pid} port={port} inflight=1>"
     stats = proc.statistics()
     assert (stats.state, stats.in_flight, stats.starts, stats.restarts) == (S.READY, 0, 1, 0)
+
+
+# --- a port another process already holds ----------------------------------------------
+
+
+async def test_start_refuses_a_port_another_process_holds(make_proc: Factory) -> None:
+    """A stale server on the port must not answer the new upstream's health check."""
+    stale = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = stale.sockets[0].getsockname()[1]
+    try:
+        proc = make_proc(port=port)
+        with pytest.raises(UpstreamStartError, match=f"port {port} is already in use"):
+            await proc.ensure_ready()
+        assert proc.state is S.STOPPED
+        assert proc.pid is None  # nothing was spawned
+    finally:
+        stale.close()
+        await stale.wait_closed()
+
+
+async def test_a_cmd_that_does_not_name_the_port_may_front_a_running_server(
+    make_proc: Factory,
+) -> None:
+    """``cmd`` wrapping a server that already runs elsewhere keeps working."""
+    running = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = running.sockets[0].getsockname()[1]
+    try:
+        proc = make_proc(port=port, cmd=py_cmd(SLEEPER), check_endpoint="none")
+        await proc.ensure_ready()
+        assert proc.state is S.READY
+    finally:
+        running.close()
+        await running.wait_closed()
