@@ -8,15 +8,8 @@ the fake's event log, process exit); the timeouts are failure deadlines.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import re
 import signal
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -30,51 +23,11 @@ from modelswap.testing.fake_process import (
     read_events,
     wait_event,
 )
+from tests.integration.test_cli import serving, stop_with
 
 pytestmark = pytest.mark.timeout(60)
 
 DEADLINE = 20.0
-
-
-@dataclass
-class Served:
-    process: asyncio.subprocess.Process
-    url: str
-    output: list[str]
-
-
-@asynccontextmanager
-async def modelswap(config: Path) -> AsyncIterator[Served]:
-    """Run modelswap on a free port until the test is done; always reap it."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "modelswap",
-        "--config",
-        str(config),
-        "--listen",
-        "127.0.0.1:0",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=fake_upstream_env(),
-        start_new_session=True,
-    )
-    output: list[str] = []
-    try:
-        assert process.stdout is not None
-        async with asyncio.timeout(DEADLINE):
-            while True:
-                line = (await process.stdout.readline()).decode()
-                if not line:
-                    raise AssertionError("modelswap exited before listening:\n" + "".join(output))
-                output.append(line)
-                if match := re.search(r"modelswap listening on (\S+)", line):
-                    break
-        yield Served(process, match.group(1), output)
-    finally:
-        if process.returncode is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
 
 
 def write_config(tmp_path: Path) -> tuple[Path, Path, Path]:
@@ -96,7 +49,8 @@ def write_config(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 async def test_preload_then_sigterm_stops_every_upstream_and_exits_0(tmp_path: Path) -> None:
     config, warm_log, cold_log = write_config(tmp_path)
-    async with modelswap(config) as served:
+    args = ["--config", str(config), "--listen", "127.0.0.1:0"]
+    async with serving(args, cwd=tmp_path, env=fake_upstream_env()) as served:
         await wait_event(warm_log, "healthy", timeout=DEADLINE)
         pid = (await wait_event(warm_log, "listening", timeout=DEADLINE))["pid"]
         assert pid_alive(pid)
@@ -109,11 +63,7 @@ async def test_preload_then_sigterm_stops_every_upstream_and_exits_0(tmp_path: P
         status = {record["id"]: record["status"]["value"] for record in data["data"]}
         assert status == {"warm": "loaded", "cold": "unloaded"}
 
-        served.process.send_signal(signal.SIGTERM)
-        assert served.process.stdout is not None
-        async with asyncio.timeout(DEADLINE):
-            served.output.append((await served.process.stdout.read()).decode())
-            code = await served.process.wait()
+        code = await stop_with(served, signal.SIGTERM)
         assert code == 0, "".join(served.output)
         # modelswap stopped (SIGTERM) and reaped the upstream before it exited.
         assert [ev["event"] for ev in read_events(warm_log)].count("sigterm") == 1

@@ -42,7 +42,9 @@ class Served:
 
 
 @asynccontextmanager
-async def serving(args: Sequence[str], cwd: Path) -> AsyncIterator[Served]:
+async def serving(
+    args: Sequence[str], cwd: Path, env: dict[str, str] | None = None
+) -> AsyncIterator[Served]:
     """Start modelswap, wait for its 'listening' line, and always clean up."""
     process = await asyncio.create_subprocess_exec(
         PYTHON,
@@ -50,6 +52,7 @@ async def serving(args: Sequence[str], cwd: Path) -> AsyncIterator[Served]:
         "modelswap",
         *args,
         cwd=cwd,
+        env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
