@@ -1,0 +1,346 @@
+"""Request/response captures (server spec §18): a bounded, compressed, in-memory ring.
+
+The recorder stores one capture per activity row, in its background work,
+after the row is written; ``GET /api/captures/<id>`` reads it back. The ring
+holds at most ``max_bytes`` of *compressed* captures (``captureBuffer`` MiB;
+≤ 0 disables captures) and forgets the oldest first; a capture larger than
+the whole buffer is skipped. Everything is lost on reload, as in llama-swap.
+
+What a capture keeps, and what it never keeps:
+
+* the route's **mask** (:data:`ROUTE_MASKS`) decides which bodies are kept:
+  audio and image payloads are not;
+* a failed request (status ≠ 200) never keeps its response body;
+* headers are redacted exactly as in-flight headers are (first value per
+  name, ``Authorization``/``Proxy-Authorization``/``Cookie``/``Set-Cookie``/
+  ``X-Api-Key`` shown as ``[REDACTED]``): **API keys are never captured**;
+* a gzip/deflate response body is stored decompressed and its
+  ``Content-Encoding`` header removed (an unknown encoding is stored as is,
+  with its header, so the bytes stay interpretable); a body that fails to
+  decompress means no capture at all (spec §16);
+* **large base64 payloads in JSON are trimmed** (see :func:`trim_base64`):
+  an image in a vision request would otherwise fill the ring with one capture.
+
+Encoding: a small JSON header (path, headers, body lengths) followed by the
+raw bodies, compressed with zlib — stdlib, compact, and no base64 inflation
+until a capture is actually read. The ring is guarded by a lock so the
+recorder may store from a worker thread while handlers read on the loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import zlib
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from modelswap.observability.inflight import redact_headers
+from modelswap.observability.records import RequestRecord
+
+__all__ = [
+    "CAPTURES",
+    "TRIM_MIN_CHARS",
+    "CaptureMask",
+    "CaptureRing",
+    "capture_mask",
+    "trim_base64",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureMask:
+    """Which parts of a request a capture keeps."""
+
+    req_headers: bool = True
+    req_body: bool = True
+    resp_headers: bool = True
+    resp_body: bool = True
+
+
+_ALL = CaptureMask()
+ROUTE_MASKS: Mapping[str, CaptureMask] = {
+    "/v1/audio/speech": CaptureMask(resp_body=False),
+    "/v1/audio/voices": CaptureMask(req_body=False),
+    "/v1/audio/transcriptions": CaptureMask(req_body=False),
+    "/v1/images/generations": CaptureMask(resp_body=False),
+    "/v1/images/edits": CaptureMask(req_body=False, resp_body=False),
+    "/sdapi/v1/txt2img": CaptureMask(resp_body=False),
+    "/sdapi/v1/img2img": CaptureMask(req_body=False, resp_body=False),
+}
+"""Spec §18's table; every other route keeps everything."""
+
+
+def capture_mask(req_path: str) -> CaptureMask:
+    """The mask for a (prefix-stripped) request path; any query string is ignored."""
+    return ROUTE_MASKS.get(req_path.partition("?")[0], _ALL)
+
+
+# --- base64 trimming ----------------------------------------------------------------
+
+TRIM_MIN_CHARS = 1024
+"""JSON strings shorter than this are never trimmed."""
+_DATA_URL = re.compile(
+    r"data:([\w.+-]+/[\w.+-]+)?(?:;[\w.+-]+=[^;,]*)*;base64,([A-Za-z0-9+/=\s]*)", re.A
+)
+_PLAIN_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}", re.A)
+
+
+def _trimmed(value: str) -> str | None:
+    """The placeholder for a long base64 string, or None to keep ``value``."""
+    if len(value) < TRIM_MIN_CHARS:
+        return None
+    data_url = _DATA_URL.fullmatch(value)
+    if data_url is not None:
+        return f"<base64 {data_url.group(1) or 'data'}, {len(value)} bytes trimmed>"
+    if _PLAIN_BASE64.fullmatch(value):
+        return f"<base64, {len(value)} bytes trimmed>"
+    return None
+
+
+def _walk(node: Any) -> tuple[Any, bool]:
+    if isinstance(node, str):
+        placeholder = _trimmed(node)
+        return (node, False) if placeholder is None else (placeholder, True)
+    if isinstance(node, dict):
+        changed = False
+        for key, value in node.items():
+            new, hit = _walk(value)
+            if hit:
+                node[key], changed = new, True
+        return node, changed
+    if isinstance(node, list):
+        changed = False
+        for index, value in enumerate(node):
+            new, hit = _walk(value)
+            if hit:
+                node[index], changed = new, True
+        return node, changed
+    return node, False
+
+
+def _dump(document: Any) -> bytes:
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def trim_base64(body: bytes) -> bytes:
+    """``body`` with every long base64 JSON string replaced by a short placeholder.
+
+    Applies to a JSON body and to each ``data:`` line of an SSE body. A string
+    is trimmed when it is at least :data:`TRIM_MIN_CHARS` long and is either a
+    base64 data URL (``data:image/png;base64,…``, any media type) or nothing
+    but base64 (``[A-Za-z0-9+/]`` with ``=`` padding). It becomes
+    ``"<base64 image/png, N bytes trimmed>"`` (or ``"<base64, N bytes trimmed>"``),
+    N being the original string's length. A body with nothing to trim (or that
+    is not JSON) is returned unchanged, byte for byte; a trimmed one is
+    re-serialised compactly.
+    """
+    if len(body) < TRIM_MIN_CHARS:
+        return body
+    stripped = body.lstrip()
+    if stripped[:1] in (b"{", b"["):
+        try:
+            document = json.loads(body)
+        except ValueError:
+            return body
+        document, changed = _walk(document)
+        return _dump(document) if changed else body
+    if b"data:" in body:
+        return _trim_sse(body)
+    return body
+
+
+def _trim_sse(body: bytes) -> bytes:
+    lines = body.split(b"\n")
+    changed = False
+    for index, line in enumerate(lines):
+        if len(line) < TRIM_MIN_CHARS or not line.startswith(b"data:"):
+            continue
+        try:
+            document = json.loads(line[5:])
+        except ValueError:
+            continue
+        document, hit = _walk(document)
+        if hit:
+            lines[index] = b"data: " + _dump(document)
+            changed = True
+    return b"\n".join(lines) if changed else body
+
+
+# --- response decoding ------------------------------------------------------------------
+
+
+class _Undecodable(Exception):
+    pass
+
+
+def _decoded_response(
+    headers: dict[str, str], body: bytes | None
+) -> tuple[dict[str, str], bytes | None]:
+    """Headers without ``Content-Encoding`` and the body decompressed (gzip/deflate)."""
+    encoding_key = next((k for k in headers if k.lower() == "content-encoding"), None)
+    if encoding_key is None:
+        return headers, body
+    encoding = headers[encoding_key].strip().lower()
+    if encoding not in ("gzip", "deflate"):
+        return headers, body  # unknown: stored as sent, header kept
+    del headers[encoding_key]
+    if body is None or not body:
+        return headers, body
+    try:
+        if encoding == "gzip":
+            return headers, zlib.decompress(body, wbits=47)  # gzip or zlib header
+        try:
+            return headers, zlib.decompress(body)  # zlib-wrapped, as HTTP "deflate" is
+        except zlib.error:
+            return headers, zlib.decompress(body, wbits=-15)  # raw deflate, as some send
+    except zlib.error as error:
+        raise _Undecodable(str(error)) from None
+
+
+# --- the ring -------------------------------------------------------------------------
+
+
+def _encode(
+    path: str,
+    req_headers: dict[str, str],
+    req_body: bytes | None,
+    resp_headers: dict[str, str] | None,
+    resp_body: bytes | None,
+) -> bytes:
+    header = _dump(
+        {
+            "p": path,
+            "qh": req_headers,
+            "ql": -1 if req_body is None else len(req_body),
+            "rh": resp_headers,
+            "rl": -1 if resp_body is None else len(resp_body),
+        }
+    )
+    parts = [len(header).to_bytes(4, "big"), header, req_body or b"", resp_body or b""]
+    return zlib.compress(b"".join(parts), 6)
+
+
+def _decode(row_id: int, blob: bytes) -> dict[str, Any]:
+    raw = zlib.decompress(blob)
+    size = int.from_bytes(raw[:4], "big")
+    header = json.loads(raw[4 : 4 + size])
+    offset = 4 + size
+    bodies: list[str | None] = []
+    for length in (header["ql"], header["rl"]):
+        if length < 0:
+            bodies.append(None)
+        else:
+            bodies.append(base64.b64encode(raw[offset : offset + length]).decode())
+            offset += length
+    return {
+        "id": row_id,
+        "req_path": header["p"],
+        "req_headers": header["qh"],
+        "req_body": bodies[0],
+        "resp_headers": header["rh"],
+        "resp_body": bodies[1],
+    }
+
+
+class CaptureRing:
+    """Compressed captures by activity row id, oldest forgotten first (spec §18)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max(0, max_bytes)
+        self._blobs: OrderedDict[int, bytes] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+        self.evicted = 0
+        self.skipped = 0
+        """Captures not stored: larger than the buffer, or an undecodable response."""
+
+    @classmethod
+    def from_mib(cls, capture_buffer: int) -> CaptureRing:
+        """The ring for config ``captureBuffer`` (MiB; ≤ 0 → disabled)."""
+        return cls(max(0, capture_buffer) * 1024 * 1024)
+
+    def __repr__(self) -> str:
+        return (
+            f"<CaptureRing captures={len(self._blobs)} size={self._size}/{self.max_bytes}B "
+            f"evicted={self.evicted} skipped={self.skipped}>"
+        )
+
+    def __len__(self) -> int:
+        return len(self._blobs)
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_bytes > 0
+
+    @property
+    def size(self) -> int:
+        """Compressed bytes currently stored."""
+        return self._size
+
+    def store(self, row_id: int, record: RequestRecord) -> bool:
+        """Capture ``record`` under ``row_id``; False if disabled, too large or undecodable.
+
+        CPU work (redaction, decompression, trimming, compression): call it
+        from the recorder's background work, never on a request's path.
+        """
+        if not self.enabled:
+            return False
+        blob = self._capture_blob(record)
+        if blob is None or len(blob) > self.max_bytes:
+            self.skipped += 1
+            return False
+        with self._lock:
+            old = self._blobs.pop(row_id, None)
+            if old is not None:
+                self._size -= len(old)
+            self._blobs[row_id] = blob
+            self._size += len(blob)
+            while self._size > self.max_bytes:
+                _, evicted = self._blobs.popitem(last=False)
+                self._size -= len(evicted)
+                self.evicted += 1
+        return True
+
+    def get(self, row_id: int) -> dict[str, Any] | None:
+        """The capture JSON (bodies base64), or None if absent, evicted or disabled."""
+        with self._lock:
+            blob = self._blobs.get(row_id)
+        return None if blob is None else _decode(row_id, blob)
+
+    def has(self, row_id: int) -> bool:
+        return row_id in self._blobs
+
+    def _capture_blob(self, record: RequestRecord) -> bytes | None:
+        mask = capture_mask(record.req_path)
+        req_headers = redact_headers(record.req_headers) if mask.req_headers else {}
+        req_body = None
+        if mask.req_body and record.req_body is not None:
+            req_body = trim_base64(record.req_body)
+        resp_headers: dict[str, str] | None = None
+        resp_body = None
+        if mask.resp_headers and record.resp_headers:
+            resp_headers = redact_headers(record.resp_headers)
+        keep_body = mask.resp_body and record.status == 200 and record.resp_body is not None
+        try:
+            if resp_headers is not None:
+                resp_headers, body = _decoded_response(
+                    resp_headers, record.resp_body if keep_body else None
+                )
+                resp_body = body if keep_body else None
+            elif keep_body:
+                resp_body = record.resp_body
+        except _Undecodable:
+            return None
+        if resp_body is not None:
+            resp_body = trim_base64(resp_body)
+        return _encode(record.req_path, req_headers, req_body, resp_headers, resp_body)
+
+
+CAPTURES: web.AppKey[CaptureRing] = web.AppKey("captures", CaptureRing)
