@@ -230,6 +230,11 @@ class FifoScheduler:
         """Whether ``model`` is served here (§3.14); preload skips models that are not."""
         return model in self._models
 
+    @property
+    def max_wait(self) -> float:
+        """The starvation bound in seconds (0 = off); observers use it to explain swaps."""
+        return self._max_wait
+
     def limit(self, model: str) -> int:
         """``model``'s concurrency limit (§3.3)."""
         return self._limits.get(model, self._default_limit)

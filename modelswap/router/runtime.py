@@ -49,6 +49,7 @@ from modelswap.errors import (
     ShutdownInProgressError,
 )
 from modelswap.process import ManagedProcess, ProcessState, ProcessStatistics, StateChange
+from modelswap.router.facts import FactListener, RouterFact, SwapFinished, SwapStarted
 from modelswap.router.preload import PreloadListener, preload_models
 from modelswap.router.ticket import GrantedUpstream, LocalTicket, ServeGrant, outcome_error
 
@@ -132,6 +133,27 @@ class _Barrier:
 _Item = _Posted | _Barrier
 
 
+@dataclass(slots=True)
+class _SwapTimes:
+    """A committed swap's story so far (loop-owned; the worker sets ``evicted``)."""
+
+    started: SwapStarted
+    evicted: float | None = None
+
+    def finished(self, now: float, error: str | None) -> SwapFinished:
+        fact = self.started
+        return SwapFinished(
+            fact.swap_id,
+            fact.model,
+            fact.evict,
+            fact.reason,
+            fact.started,
+            self.evicted if self.evicted is not None else fact.started,
+            now,
+            error,
+        )
+
+
 class LocalRouter:
     """The local model router (:class:`~modelswap.router.api.ModelRouter`).
 
@@ -173,6 +195,7 @@ class LocalRouter:
         self._loop_done = False  # the loop task has ended: handle inline
         self._ids = itertools.count(1)
         self._listeners: list[Callable[[], None]] = []
+        self._fact_listeners: list[FactListener] = []
 
         # Owned by the loop (after it ended: by whoever posts, synchronously).
         self._tickets: dict[int, LocalTicket] = {}
@@ -181,6 +204,8 @@ class LocalRouter:
         self._positioned: set[int] = set()
         self._shutdown_op: int | None = None
         self._undelivered = 0
+        self._swap_times: dict[int, _SwapTimes] = {}
+        self._granting: SwapFinished | None = None  # the swap whose SwapDone is being handled
 
         for process in self._processes.values():
             process.on_state_change(self._on_process_change)
@@ -373,6 +398,27 @@ class LocalRouter:
 
         return unsubscribe
 
+    def subscribe_facts(self, listener: FactListener) -> Callable[[], None]:
+        """Call ``listener`` with every :mod:`~modelswap.router.facts` fact, as it happens.
+
+        Called synchronously from the loop: it must not block or call back into
+        the router. Returns the unsubscribe function.
+        """
+        self._fact_listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._fact_listeners:
+                self._fact_listeners.remove(listener)
+
+        return unsubscribe
+
+    def _publish(self, fact: RouterFact) -> None:
+        for listener in list(self._fact_listeners):
+            try:
+                listener(fact)
+            except Exception:
+                log.exception("%s router: fact listener failed", self._name)
+
     async def wait_for(self, predicate: Callable[[RouterStatistics], bool]) -> RouterStatistics:
         """Wait until ``predicate(statistics())`` holds; re-checked on every change."""
         while True:
@@ -442,9 +488,11 @@ class LocalRouter:
         while pending:
             posted = pending.popleft()
             event = self._register(posted)
+            self._granting = self._swap_finished(event)
             decisions = self._scheduler.handle(event, self._view())
             for decision in decisions:
                 self._apply(decision, pending)
+            self._granting = None
             self._forget(event)
         self._refresh_positions()
 
@@ -459,6 +507,31 @@ class LocalRouter:
             if posted.ticket.admission_abandoned():
                 event = dataclasses.replace(event, client_gone=True)
         return event
+
+    def _swap_finished(self, event: e.Event) -> SwapFinished | None:
+        """For a ``SwapDone`` of a swap still tracked: publish its fact; the ready swap."""
+        if not isinstance(event, e.SwapDone):
+            return None
+        times = self._swap_times.pop(event.swap_id, None)
+        if times is None:
+            return None  # cancelled by an unload or shutdown: nothing to tell
+        fact = times.finished(event.now, event.error)
+        self._publish(fact)
+        return fact if fact.error is None else None
+
+    def _swap_reason(self, swap: d.StartSwap) -> str:
+        """Why ``swap`` evicts: ``maxWait`` past the starvation bound, else the policy."""
+        max_wait = self._scheduler.max_wait
+        if max_wait > 0:
+            now = self._clock()
+            for info in self._scheduler.statistics().swaps:
+                if info.swap_id != swap.swap_id:
+                    continue
+                for rid in info.waiters:
+                    ticket = self._tickets.get(rid)
+                    if ticket is not None and now - ticket.arrived > max_wait:
+                        return "maxWait"
+        return self._name
 
     def _forget(self, event: e.Event) -> None:
         """Drop tickets whose story this event ended."""
@@ -487,6 +560,9 @@ class LocalRouter:
                     )
             case d.GrantServe(request_id=rid, model=model, fifo_priority=priority):
                 ticket = self._tickets.get(rid)
+                swap = self._granting
+                if ticket is not None and swap is not None and swap.model == model:
+                    ticket.swap = swap
                 if ticket is None or not ticket.deliver(ServeGrant(model, priority)):
                     self._undelivered += 1
                     pending.append(_Posted(e.GrantUndelivered(rid, self._clock())))
@@ -497,10 +573,21 @@ class LocalRouter:
             case d.StartSwap():
                 if decision.log_line:
                     log.log(_LOG_LEVELS[decision.log_level], "%s", decision.log_line)
+                started = SwapStarted(
+                    decision.swap_id,
+                    decision.model,
+                    decision.evict,
+                    self._swap_reason(decision),
+                    self._clock(),
+                )
+                times = _SwapTimes(started)
+                self._swap_times[decision.swap_id] = times
+                self._publish(started)
                 self._swap_tasks[decision.swap_id] = self._spawn(
-                    self._swap(decision), f"swap[{decision.model}#{decision.swap_id}]"
+                    self._swap(decision, times), f"swap[{decision.model}#{decision.swap_id}]"
                 )
             case d.CancelSwap(swap_id=swap_id):
+                self._swap_times.pop(swap_id, None)
                 task = self._swap_tasks.pop(swap_id, None)
                 if task is not None:
                     task.cancel()
@@ -558,7 +645,7 @@ class LocalRouter:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _swap(self, swap: d.StartSwap) -> None:
+    async def _swap(self, swap: d.StartSwap, times: _SwapTimes) -> None:
         """Stop the evictees, then make the target ready; report ``SwapDone`` (§3.8).
 
         Evictees get their own ``unloadTimeout`` as grace, not the global
@@ -569,6 +656,7 @@ class LocalRouter:
         try:
             if swap.evict:
                 await self._stop_all(swap.evict, None)
+            times.evicted = self._clock()
             await self._processes[swap.model].ensure_ready()
         except ModelswapError as exc:
             error = exc.message

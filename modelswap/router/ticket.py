@@ -40,6 +40,7 @@ from modelswap.errors import (
     TooManyRequestsError,
 )
 from modelswap.process import ManagedProcess
+from modelswap.router.facts import SwapFinished
 
 __all__ = ["GrantedUpstream", "LocalTicket", "ServeGrant", "outcome_error"]
 
@@ -120,6 +121,13 @@ class LocalTicket:
         self._position: int | None = None
         self._position_waiters: list[asyncio.Future[int | None]] = []
         self.admitted_by_router = False  # set by the loop when it applied Admit
+        # The request's own timeline, for the explain record (router clock):
+        self.arrived = clock()
+        """When the request reached the router."""
+        self.granted_at: float | None = None
+        """When its serve grant was delivered."""
+        self.swap: SwapFinished | None = None
+        """The swap whose completion granted it, if it waited for one."""
 
     def __repr__(self) -> str:
         return (
@@ -239,6 +247,8 @@ class LocalTicket:
         self._set_position(None)
         if self._grant.done():
             return False
+        if isinstance(outcome, ServeGrant):
+            self.granted_at = self._clock()
         self._grant.set_result(outcome)
         return True
 

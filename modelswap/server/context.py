@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from modelswap.config import Config
+from modelswap.observability.load_eta import LoadEstimates
 from modelswap.router.runtime import LocalRouter
 from modelswap.server.peers import PeerRouter
 from modelswap.server.profiles import ProfileState
@@ -37,6 +38,8 @@ class ServerState:
     router: LocalRouter
     profiles: ProfileState
     selectors: Selectors
+    load_estimates: LoadEstimates = field(default_factory=LoadEstimates)
+    """Expected load time per model (fed by the router's facts; see app.py)."""
     _peers: PeerRouter | None = field(default=None, repr=False)
     _client: UpstreamClient | None = field(default=None, repr=False)
 

@@ -22,6 +22,7 @@ from modelswap.server.context import ServerState
 from modelswap.server.headers import is_websocket_upgrade
 from modelswap.server.loading import LoadingStream, should_stream_loading, start_loading_response
 from modelswap.server.proxy import Target, join_url
+from modelswap.server.recording import observation
 from modelswap.server.websocket import tunnel_websocket
 
 
@@ -71,15 +72,22 @@ async def serve_local(
     """
     router = state.router
     ticket = await router.admit(model_id)
+    seen = observation(request)
+    if seen is not None:
+        seen.ticket = ticket
     loading: LoadingStream | None = None
     try:
         send_loading = loading_allowed and state.config.models[model_id].loading_state
         if should_stream_loading(request.path, streaming, send_loading, router.state_of(model_id)):
             response, write = await start_loading_response(request)
-            loading = LoadingStream(write, model_id)
+            loading = LoadingStream(
+                write, model_id, estimate=state.load_estimates.expected(model_id)
+            )
             loading.start(ticket)
             try:
                 async with ticket.granted() as upstream:
+                    if seen is not None:
+                        seen.metadata["fifo_priority"] = upstream.fifo_priority
                     await loading.finish()
                     target = local_target(state, upstream, raw_path, raw_query)
                     await state.client.forward(request, target, body, response=response)
@@ -88,6 +96,8 @@ async def serve_local(
                 await loading.write_error(error.status, error.message, error.code)
             return response
         async with ticket.granted() as upstream:
+            if seen is not None:
+                seen.metadata["fifo_priority"] = upstream.fifo_priority
             target = local_target(state, upstream, raw_path, raw_query)
             if is_websocket_upgrade(request.headers):
                 return await tunnel_websocket(request, state.client, target)

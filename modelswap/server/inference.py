@@ -36,6 +36,7 @@ from modelswap.server.dispatch import is_ignored_websocket, serve_local, tunnel_
 from modelswap.server.extract import ModelRequest, read_model_request
 from modelswap.server.filters import apply_filters, filter_plan
 from modelswap.server.profiles import pinned_target
+from modelswap.server.recording import observation
 from modelswap.server.rewrite import replace_model
 from modelswap.server.selectors import Choice
 
@@ -68,6 +69,11 @@ JSON_POST_PATHS = (
 GET_PATHS = ("/v1/audio/voices", "/sdapi/v1/loras", "/props")
 """GET routes carrying the model in ``?model=`` (HEAD answered too)."""
 
+INFERENCE_ROUTES = frozenset(
+    [("POST", path) for path in JSON_POST_PATHS] + [("GET", path) for path in GET_PATHS]
+)
+"""(method, path) of the inference routes an ``/upstream/<model>`` rest may name (§15)."""
+
 VERSIONLESS_PATHS = tuple(
     "/v" + tail
     for tail in (
@@ -84,6 +90,11 @@ VERSIONLESS_PATHS = tuple(
 """``/v/...``: forwarded with the leading ``/v`` removed."""
 
 _STRIPPED_PREFIXES = ("/v/", "/audioapi/")
+
+
+def is_inference_route(method: str, path: str) -> bool:
+    """Whether ``method path`` is an inference route (an ``/upstream`` rest, server spec §15)."""
+    return (method, path) in INFERENCE_ROUTES
 
 
 def upstream_path(raw_path: str) -> str:
@@ -121,6 +132,9 @@ async def handle_inference(request: web.Request) -> web.StreamResponse:
     choice: Choice | None = None
     try:
         if model_request.model and state.selectors.is_selector(model_request.model):
+            seen = observation(request)
+            if seen is not None:
+                seen.metadata["selector"] = model_request.model
             choice = state.selectors.choose(model_request.model, state.router.state_of)
             model_request = _rewrite(model_request, choice.target)  # failure: released below
         name = _require_model(state, model_request)
@@ -147,6 +161,11 @@ async def _dispatch(
             request, state, model_id, raw_path, model_request.query_string
         )
     filtered = apply_filters(model_request, filter_plan(state.config, name))
+    seen = observation(request)
+    if seen is not None and ((model_id is not None and local) or state.peers.handles(name)):
+        seen.dispatched(
+            request, model_id if local and model_id else name, raw_path, filtered.data, True
+        )
     if model_id is not None and local:
         return await serve_local(
             request,

@@ -4,7 +4,8 @@ A streaming chat request for a model that is not ready gets a 200
 ``text/event-stream`` at once; while it waits for its grant, text arrives as
 ``reasoning_content`` deltas so chat UIs show it as "thinking":
 
-* opening lines ``━━━━━`` and ``llama-swap loading model: <id>``;
+* opening lines ``━━━━━`` and ``llama-swap loading model: <id>``, then (modelswap)
+  ``expected ~12 s, from the last 5 loads`` when the model has loaded before;
 * every 750 ms: the newest queue position (``Queue position: #N``), else a
   remark when one is due (the first tick always; then every 5–9 s), else ``.``;
 * on the grant: ``Done! (<s>s)`` and ``━━━━━`` lines, then the upstream's own
@@ -54,6 +55,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from modelswap.observability.load_eta import LoadEstimate
 from modelswap.server.access_log import add_body_bytes, remember_response
 from modelswap.server.errors import error_type_and_code
 from modelswap.server.loading_remarks import REMARKS
@@ -163,9 +165,11 @@ class LoadingStream:
         rng: random.Random | None = None,
         remarks: Sequence[str] = REMARKS,
         pacing: Pacing = DEFAULT_PACING,
+        estimate: LoadEstimate | None = None,
     ) -> None:
         self._write = write
         self._model_id = model_id
+        self._estimate = estimate
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -274,6 +278,8 @@ class LoadingStream:
         with contextlib.suppress(_Stopped):
             await self._line(RULE)
             await self._line(f"llama-swap loading model: {self._model_id}")
+            if self._estimate is not None:
+                await self._line(f"expected {self._estimate.describe()}")
             await self._tick_forever()
 
     async def _tick_forever(self) -> None:

@@ -23,7 +23,9 @@ from modelswap.errors import ModelNotFoundError, ModelNotLoadedError
 from modelswap.server.context import SERVER_STATE, ServerState
 from modelswap.server.dispatch import is_ignored_websocket, serve_local, tunnel_ignored_websocket
 from modelswap.server.extract import BodyKind, ModelRequest, read_model_request
+from modelswap.server.inference import is_inference_route
 from modelswap.server.profiles import pin_upstream_path
+from modelswap.server.recording import observation
 
 UPSTREAM_PREFIX = "/upstream/"
 COMFYUI_MODEL = "comfyui_auto"
@@ -81,6 +83,13 @@ async def handle_upstream(request: web.Request) -> web.StreamResponse:
         raise _redirect(request, f"{UPSTREAM_PREFIX}{written}/")
     query = request.rel_url.raw_query_string
     model_id = config.resolve_model_id(name)
+    seen = observation(request)
+    local = model_id is not None and state.router.handles(model_id)
+    if seen is not None and (local or state.peers.handles(name)):
+        inference = is_inference_route(request.method, remaining)
+        seen.dispatched(
+            request, model_id if local and model_id else name, remaining, None, inference
+        )
     if model_id is not None and state.router.handles(model_id):
         if _ignored_path(config, remaining) and state.router.state_of(model_id) != "ready":
             raise ModelNotLoadedError(
@@ -128,6 +137,9 @@ async def handle_comfyui(request: web.Request) -> web.StreamResponse:
         raise ModelNotLoadedError(
             f"model {COMFYUI_MODEL} is not loaded; only /comfyui/ can start it"
         )
+    seen = observation(request)
+    if seen is not None:
+        seen.dispatched(request, COMFYUI_MODEL, remaining, None, False)
     return await serve_local(
         request, state, COMFYUI_MODEL, raw_path=remaining, raw_query=query, body=None
     )

@@ -55,12 +55,14 @@ import functools
 import ipaddress
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
 from aiohappyeyeballs import AddrInfoType, SocketFactoryType
 from aiohttp import web
+from multidict import CIMultiDict
 from yarl import URL
 
 from modelswap.config import ModelTimeouts
@@ -71,6 +73,7 @@ from modelswap.server.headers import (
     client_response_headers,
     upstream_request_headers,
 )
+from modelswap.server.recording import Observation, observation
 
 log = logging.getLogger("modelswap.server.proxy")
 
@@ -276,20 +279,24 @@ class UpstreamClient:
         upstream body to it; its status and headers are then already sent.
         """
         reusable = False
+        seen = observation(request)
         try:
             if response is None and _small_whole_body(upstream):
-                small = await _read_small_body(request, upstream, target)
+                small = await _read_small_body(request, upstream, target, seen)
                 reusable = True
                 return small
             if response is None:
+                headers = client_response_headers(upstream.headers)
+                if seen is not None:
+                    seen.response_headers(upstream.status, headers)
                 response = web.StreamResponse(
-                    status=upstream.status,
-                    reason=upstream.reason,
-                    headers=client_response_headers(upstream.headers),
+                    status=upstream.status, reason=upstream.reason, headers=headers
                 )
                 remember_response(request, response)
                 await response.prepare(request)
-            reusable = await _copy_body(upstream, response, target)
+            elif seen is not None:  # a loading stream: its headers are long gone
+                seen.response_headers(upstream.status, CIMultiDict(response.headers))
+            reusable = await _copy_body(upstream, response, target, seen)
         finally:
             if reusable:
                 upstream.release()
@@ -310,7 +317,10 @@ class UpstreamClient:
 
 
 async def _copy_body(
-    upstream: aiohttp.ClientResponse, response: web.StreamResponse, target: Target
+    upstream: aiohttp.ClientResponse,
+    response: web.StreamResponse,
+    target: Target,
+    seen: Observation | None,
 ) -> bool:
     """Relay chunks until EOF; True when the upstream body was read to the end."""
     while True:
@@ -335,6 +345,8 @@ async def _copy_body(
             log.debug("[%s] client went away; aborting the upstream request", target.name)
             return False
         add_body_bytes(response, len(chunk))
+        if seen is not None:
+            seen.tee(chunk)
 
 
 #: Bodies up to this size with a declared length are relayed in one write
@@ -353,13 +365,17 @@ def _small_whole_body(upstream: aiohttp.ClientResponse) -> bool:
 
 
 async def _read_small_body(
-    request: web.BaseRequest, upstream: aiohttp.ClientResponse, target: Target
+    request: web.BaseRequest,
+    upstream: aiohttp.ClientResponse,
+    target: Target,
+    seen: Observation | None,
 ) -> web.Response:
     """Read a small, fixed-length upstream body whole and answer with it at once.
 
     An upstream that fails before the body is complete gets the client a 502
     envelope (nothing was sent yet), rather than a truncated body.
     """
+    answered = time.monotonic()
     try:
         body = await upstream.read()
     except UPSTREAM_ERRORS as error:
@@ -371,6 +387,9 @@ async def _read_small_body(
         raise UpstreamUnreachableError(f"{target.error_prefix}: {describe(error)}") from None
     headers = client_response_headers(upstream.headers)
     headers.pop("Content-Length", None)  # set from the body by aiohttp
+    if seen is not None:
+        seen.response_headers(upstream.status, headers, answered)
+        seen.tee(body)
     response = web.Response(
         status=upstream.status, reason=upstream.reason, headers=headers, body=body
     )

@@ -1,0 +1,234 @@
+"""The recorder: finished requests in; activity rows, captures, metrics out — off the request path.
+
+The HTTP layer calls :meth:`Recorder.submit` once per finished request; that
+is an append to a bounded deque and nothing else. A single writer thread takes
+what has accumulated, in batches, and does the real work: token parsing and
+the SQLite insert (:meth:`ActivitySink.record_many`, one transaction per
+batch), the capture, Prometheus observations. Then the event loop is told
+(one ``call_soon_threadsafe`` per batch) so it can publish ``activity``
+events and wake :meth:`wait_flushed` callers.
+
+Why a thread and not a task: SQLite releases the GIL while it works, so the
+inserts overlap with the event loop serving the next requests, and a slow
+file-backed store (fsync, a busy lock) can never stall the loop. Why one
+thread: the store's writes are serial anyway, and batches grow by themselves
+under load (the thread drains everything queued while it was busy).
+
+When the deque is full (the writer has fallen far behind), new records are
+dropped and counted — a request is never made to wait for its own bookkeeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from modelswap.observability.records import RequestRecord
+
+__all__ = [
+    "ActivitySink",
+    "CaptureSink",
+    "MetricsSink",
+    "Recorder",
+    "RecorderStatistics",
+]
+
+log = logging.getLogger("modelswap.observability.recorder")
+
+MAX_PENDING = 10_000
+BATCH = 512
+
+
+class ActivitySink(Protocol):
+    def record_many(self, records: Sequence[RequestRecord]) -> list[int]:
+        """Store the rows (one transaction); their ids, in order."""
+        ...
+
+    def record_load(self, model_id: str, seconds: float, wall: float) -> None:
+        """Remember one load duration of ``model_id`` (for load ETAs)."""
+        ...
+
+
+class CaptureSink(Protocol):
+    def store(self, row_id: int, record: RequestRecord) -> None: ...
+
+
+class MetricsSink(Protocol):
+    def observe(self, record: RequestRecord) -> None: ...
+
+
+StoredListener = Callable[[Sequence[tuple[int, RequestRecord]]], None]
+"""Called on the event loop after a batch was stored: ``(row id, record)`` pairs."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Load:
+    model_id: str
+    seconds: float
+    wall: float
+
+
+@dataclass(frozen=True, slots=True)
+class RecorderStatistics:
+    submitted: int
+    processed: int
+    dropped: int
+    failed: int
+    pending: int
+
+
+class Recorder:
+    """Feeds the activity store, captures and metrics from a writer thread (module doc)."""
+
+    def __init__(
+        self,
+        store: ActivitySink | None,
+        *,
+        captures: CaptureSink | None = None,
+        metrics: MetricsSink | None = None,
+        on_stored: StoredListener | None = None,
+        max_pending: int = MAX_PENDING,
+    ) -> None:
+        self._store = store
+        self._captures = captures
+        self._metrics = metrics
+        self._on_stored = on_stored
+        self._max_pending = max_pending
+        self._pending: deque[RequestRecord | _Load] = deque()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._submitted = 0
+        self._processed = 0
+        self._dropped = 0
+        self._failed = 0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    def __repr__(self) -> str:
+        st = self.statistics()
+        return (
+            f"<Recorder submitted={st.submitted} processed={st.processed} "
+            f"dropped={st.dropped} pending={st.pending}>"
+        )
+
+    def statistics(self) -> RecorderStatistics:
+        return RecorderStatistics(
+            self._submitted, self._processed, self._dropped, self._failed, len(self._pending)
+        )
+
+    # --- the loop's side --------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the writer thread (call from the event loop that will read the results)."""
+        if self._thread is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="modelswap-recorder", daemon=True)
+        self._thread.start()
+
+    def submit(self, record: RequestRecord) -> None:
+        """Queue one finished request; never blocks (drops and counts when far behind)."""
+        self._enqueue(record)
+
+    def submit_load(self, model_id: str, seconds: float, wall: float) -> None:
+        """Queue one load duration for the store's load history."""
+        self._enqueue(_Load(model_id, seconds, wall))
+
+    def _enqueue(self, item: RequestRecord | _Load) -> None:
+        if self._stopping or len(self._pending) >= self._max_pending:
+            self._dropped += 1
+            return
+        self._submitted += 1
+        self._pending.append(item)
+        if not self._wake.is_set():
+            self._wake.set()
+
+    async def wait_flushed(self) -> None:
+        """Return once everything submitted before this call has been processed."""
+        target = self._submitted
+        if self._processed >= target:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, waiter))
+        await waiter
+
+    async def close(self) -> None:
+        """Process what is queued, then stop the thread."""
+        self._stopping = True
+        self._wake.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await asyncio.to_thread(thread.join)
+
+    def _batch_done(self, count: int, stored: Sequence[tuple[int, RequestRecord]]) -> None:
+        """On the loop: count the batch, publish it, wake waiters."""
+        self._processed += count
+        if stored and self._on_stored is not None:
+            try:
+                self._on_stored(stored)
+            except Exception:
+                log.exception("activity listener failed")
+        if self._waiters:
+            ready = [w for w in self._waiters if w[0] <= self._processed]
+            self._waiters = [w for w in self._waiters if w[0] > self._processed]
+            for _, waiter in ready:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    # --- the writer thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch: list[RequestRecord | _Load] = []
+                while self._pending and len(batch) < BATCH:
+                    batch.append(self._pending.popleft())
+                stored = self._process(batch)
+                self._report(len(batch), stored)
+            if self._stopping and not self._pending:
+                return
+
+    def _report(self, count: int, stored: Sequence[tuple[int, RequestRecord]]) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._processed += count
+            return
+        try:
+            loop.call_soon_threadsafe(self._batch_done, count, stored)
+        except RuntimeError:  # the loop closed under us (shutdown)
+            self._processed += count
+
+    def _process(self, batch: Sequence[RequestRecord | _Load]) -> list[tuple[int, RequestRecord]]:
+        records = [item for item in batch if isinstance(item, RequestRecord)]
+        stored: list[tuple[int, RequestRecord]] = []
+        store = self._store
+        try:
+            for item in batch:
+                if isinstance(item, _Load) and store is not None:
+                    store.record_load(item.model_id, item.seconds, item.wall)
+            if records and store is not None:
+                stored = list(zip(store.record_many(records), records, strict=True))
+        except Exception:
+            self._failed += len(records)
+            log.exception("failed to store %d activity rows", len(records))
+        for row_id, record in stored:
+            if self._captures is not None:
+                try:
+                    self._captures.store(row_id, record)
+                except Exception:
+                    log.exception("failed to store the capture of activity row %d", row_id)
+        if self._metrics is not None:
+            for record in records:
+                try:
+                    self._metrics.observe(record)
+                except Exception:
+                    log.exception("failed to observe request metrics")
+        return stored

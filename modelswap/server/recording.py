@@ -1,0 +1,285 @@
+"""The metrics middleware (server spec §16): observe a proxied request, record it after it ends.
+
+Every request on a proxied route (inference routes, ``/upstream/…``,
+``/comfyui/…``) gets an :class:`Observation` under :data:`OBSERVATION`.
+Handlers and the forwarder fill it in as the request travels — the model and
+the path sent upstream (dispatch), the router ticket (its arrival, grant and
+the swap it waited for), the upstream's response headers (time to first
+byte) and the body bytes relayed (a tee) — and leave everything else alone.
+
+When the response has ended (also when the client left), the middleware
+turns the observation into one :class:`~modelswap.observability.records.RequestRecord`
+and hands it to the :class:`~modelswap.observability.recorder.Recorder`, which
+parses tokens, stores the activity row and capture, and feeds ``/api/events``
+and Prometheus *off the request path*. The request path itself only sets a
+few attributes, appends body chunks to a list, and adds one header:
+
+* ``Server-Timing`` on every proxied response whose headers we write after
+  the grant: ``queue``, ``evict``/``load`` (when it waited for a swap) and
+  ``ttfb`` (see :meth:`~modelswap.observability.records.Explain.server_timing`).
+  A loading stream's headers leave before the grant, so it has none.
+
+Which requests become activity rows (§16): POST requests whose model could be
+resolved, on inference routes and on ``/upstream`` when the path after the
+model is an inference route. In-flight tracking (§15) also covers the GET
+inference routes. Everything else is only timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from modelswap.observability.records import Explain, RequestRecord, build_explain
+from modelswap.server.access_log import client_ip
+
+if TYPE_CHECKING:
+    from modelswap.observability.inflight import InflightTracker
+    from modelswap.observability.recorder import Recorder
+    from modelswap.router.ticket import LocalTicket
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+OBSERVED_PREFIXES = ("/upstream/", "/comfyui/")
+
+TAIL_BYTES = 64 * 1024
+"""Of a body too large to keep whole, the last bytes kept for usage parsing."""
+
+
+class Observation:
+    """What one proxied request leaves along its path (filled in by its handlers)."""
+
+    __slots__ = (
+        "_chunks",
+        "_inflight",
+        "_inflight_id",
+        "_keep_limit",
+        "_kept",
+        "_tail",
+        "headers_at",
+        "metadata",
+        "model",
+        "recordable",
+        "req_body",
+        "req_path",
+        "resp_headers",
+        "resp_status",
+        "started",
+        "started_wall",
+        "ticket",
+    )
+
+    def __init__(self, keep_limit: int, inflight: InflightTracker | None) -> None:
+        self.started = time.monotonic()
+        self.started_wall = time.time()
+        self.model = ""
+        """Real model name (peers: the requested name); empty until dispatch resolves it."""
+        self.req_path = ""
+        """The path sent upstream (prefix-stripped, or the ``/upstream`` rest)."""
+        self.recordable = False
+        """Set by dispatch when the route is an inference route (§16)."""
+        self.ticket: LocalTicket | None = None
+        self.headers_at: float | None = None
+        self.resp_headers: Mapping[str, str] | None = None
+        self.resp_status = 0
+        self.req_body: bytes | None = None
+        self.metadata: dict[str, str] = {}
+        self._keep_limit = keep_limit
+        self._chunks: list[bytes] | None = []
+        self._kept = 0
+        self._tail: deque[bytes] | None = None
+        self._inflight = inflight
+        self._inflight_id = 0
+
+    # --- filled in along the path ---------------------------------------------------
+
+    def dispatched(
+        self,
+        request: web.BaseRequest,
+        model: str,
+        req_path: str,
+        body: bytes | None,
+        inference: bool,
+    ) -> None:
+        """Dispatch resolved the model: from here on the request is tracked (§15)."""
+        self.model = model
+        self.req_path = req_path
+        self.req_body = body
+        self.recordable = inference and request.method == "POST"
+        if inference and self._inflight is not None and not self._inflight_id:
+            self._inflight_id = self._inflight.begin(
+                model,
+                request.method,
+                req_path,
+                request.headers,
+                _remote_ip(request),
+                self.metadata,
+                _canceller(asyncio.current_task()),
+            )
+
+    def response_headers(
+        self, status: int, headers: CIMultiDict[str], at: float | None = None
+    ) -> None:
+        """The upstream's headers arrived (at ``at``, default now): add ``Server-Timing``."""
+        self.headers_at = time.monotonic() if at is None else at
+        self.resp_status = status
+        self.resp_headers = headers
+        explain = self.explain()
+        if explain is not None:
+            headers["Server-Timing"] = explain.server_timing()
+        if self._inflight_id and self._inflight is not None:
+            self._inflight.response_started(self._inflight_id, headers)
+
+    def tee(self, chunk: bytes) -> None:
+        """Keep a relayed body chunk (whole up to the limit, then only the tail)."""
+        if self._inflight_id and self._inflight is not None:
+            self._inflight.add_bytes(self._inflight_id, len(chunk))
+        chunks = self._chunks
+        if chunks is not None:
+            self._kept += len(chunk)
+            if self._kept <= self._keep_limit:
+                chunks.append(chunk)
+                return
+            # Too large to keep whole: from now on keep only the last TAIL_BYTES.
+            self._tail = deque(chunks)
+            self._kept -= len(chunk)
+            self._chunks = None
+        tail = self._tail
+        assert tail is not None
+        tail.append(chunk)
+        self._kept += len(chunk)
+        while len(tail) > 1 and self._kept - len(tail[0]) >= TAIL_BYTES:
+            self._kept -= len(tail.popleft())
+
+    # --- derived ----------------------------------------------------------------------
+
+    def explain(self, ended: float | None = None) -> Explain | None:
+        ticket = self.ticket
+        if ticket is None or ticket.granted_at is None:
+            return None
+        return build_explain(ticket.arrived, ticket.granted_at, ticket.swap, self.headers_at, ended)
+
+    def record(
+        self, request: web.BaseRequest, response: web.StreamResponse | None, status: int
+    ) -> RequestRecord:
+        """The finished request as plain data (called once, after the response ended)."""
+        ended = time.monotonic()
+        resp_body: bytes | None
+        tail = b""
+        if self._chunks is not None:
+            resp_body = b"".join(self._chunks)
+            if not resp_body and isinstance(response, web.Response) and response.body:
+                resp_body = bytes(response.body)  # type: ignore[arg-type]  # our own envelope
+        else:
+            resp_body = None
+            tail = b"".join(self._tail or ())
+        headers: Mapping[str, str] = self.resp_headers or (
+            response.headers if response is not None else {}
+        )
+        return RequestRecord(
+            request_id=self._inflight_id,
+            model=self.model,
+            method=request.method,
+            req_path=self.req_path or request.path,
+            started_wall=self.started_wall,
+            ended_wall=self.started_wall + (ended - self.started),
+            duration_ms=(ended - self.started) * 1000.0,
+            status=status,
+            resp_content_type=headers.get("Content-Type", ""),
+            req_headers=request.headers,
+            req_body=self.req_body,
+            resp_headers=headers,
+            resp_body=resp_body,
+            resp_tail=tail,
+            metadata=self.metadata,
+            explain=self.explain(ended),
+            client_aborted=status == 499,
+        )
+
+    def end_inflight(self) -> None:
+        if self._inflight_id and self._inflight is not None:
+            self._inflight.end(self._inflight_id)
+
+
+def _canceller(task: asyncio.Task[object] | None) -> Callable[[], None]:
+    """``POST /api/inflight/<id>/cancel`` cancels the handler's task (aborting upstream)."""
+
+    def cancel() -> None:
+        if task is not None:
+            task.cancel()
+
+    return cancel
+
+
+def _remote_ip(request: web.BaseRequest) -> str:
+    return client_ip(request.headers, request.remote)
+
+
+OBSERVATION: web.RequestKey[Observation] = web.RequestKey("observation", Observation)
+
+
+def observation(request: web.BaseRequest) -> Observation | None:
+    """The request's observation, if its route is observed."""
+    return request.get(OBSERVATION)
+
+
+def is_observed_path(path: str, inference_paths: frozenset[str]) -> bool:
+    return path in inference_paths or path.startswith(OBSERVED_PREFIXES)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingSinks:
+    """Where observations go: the recorder (activity rows) and in-flight tracking."""
+
+    recorder: Recorder | None
+    inflight: InflightTracker | None
+    keep_limit: int = 1024 * 1024
+    """Response bytes kept whole per request (for usage parsing and captures)."""
+
+
+RECORDING: web.AppKey[RecordingSinks] = web.AppKey("recording", RecordingSinks)
+
+
+def recording_middleware(
+    inference_paths: frozenset[str],
+) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """The middleware: place it just outside the error middleware, so it sees envelopes.
+
+    Its sinks are ``app[RECORDING]`` (absent: requests are only timed).
+    """
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not is_observed_path(request.path, inference_paths):
+            return await handler(request)
+        sinks = request.app.get(RECORDING)
+        seen = Observation(sinks.keep_limit if sinks else 0, sinks.inflight if sinks else None)
+        request[OBSERVATION] = seen
+        response: web.StreamResponse | None = None
+        status = 200
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as error:
+            status = error.status
+            raise
+        except asyncio.CancelledError:
+            status = 499
+            raise
+        finally:
+            seen.end_inflight()
+            sink = sinks.recorder if sinks is not None and seen.recordable and seen.model else None
+            if sink is not None:
+                if status == 499 and seen.resp_status:
+                    status = seen.resp_status  # the client left mid-body: what it was sent
+                sink.submit(seen.record(request, response, status))
+
+    return middleware
