@@ -220,8 +220,9 @@ class ModelswapProcess:
     and every upstream it spawned, even if graceful shutdown stalls.
     """
 
-    def __init__(self, config_path: Path) -> None:
+    def __init__(self, config_path: Path, env: dict[str, str] | None = None) -> None:
         self.config_path = config_path
+        self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.lines: list[str] = []
@@ -239,7 +240,7 @@ class ModelswapProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env=fake_upstream_env(),
+            env=self.env or fake_upstream_env(),
         )
         assert self.proc.stdout is not None
         fd = self.proc.stdout.fileno()

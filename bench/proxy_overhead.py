@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -59,11 +60,17 @@ wrk.headers["Content-Type"] = "application/json"
 """
 
 
-def write_config(tmp: Path, upstream_port: int, **fake: object) -> Path:
-    """One model, preloaded at startup; JSON is valid YAML, so no quoting worries."""
+def write_config(
+    tmp: Path, upstream_port: int, log_level: str = "info", name: str = "modelswap", **fake: object
+) -> Path:
+    """One model, preloaded at startup; JSON is valid YAML, so no quoting worries.
+
+    ``log_level`` defaults to llama-swap's default, ``info``: every request
+    logs its access line, as for a user who changed nothing.
+    """
     config = {
         "healthCheckTimeout": 30,
-        "logLevel": "warn",
+        "logLevel": log_level,
         "models": {
             "bench": {
                 "cmd": fake_upstream_cmd(upstream_port, "bench", **fake),
@@ -74,9 +81,32 @@ def write_config(tmp: Path, upstream_port: int, **fake: object) -> Path:
         },
         "hooks": {"onStartup": {"preload": ["bench"]}},
     }
-    path = tmp / "modelswap.yaml"
+    path = tmp / f"{name}.yaml"
     path.write_text(json.dumps(config, indent=2))
     return path
+
+
+@contextlib.contextmanager
+def baseline_checkout(ref: str, tmp: Path) -> Iterator[dict[str, str]]:
+    """A detached worktree of ``ref``; yields the environment that runs modelswap from it.
+
+    So "before" and "after" a change are measured in the same run, on the
+    same machine state, with the same load generator.
+    """
+    root = Path(__file__).resolve().parents[1]
+    where = tmp / "baseline"
+    subprocess.run(
+        ["git", "-C", str(root), "worktree", "add", "--detach", "-q", str(where), ref],
+        check=True,
+    )
+    try:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(where)
+        yield env
+    finally:
+        subprocess.run(
+            ["git", "-C", str(root), "worktree", "remove", "--force", str(where)], check=False
+        )
 
 
 def nginx_conf(tmp: Path, listen_port: int, upstream_port: int) -> Path:
@@ -176,8 +206,18 @@ async def _warm(url: str) -> None:
                 await resp.read()
 
 
-def run(quick: bool = False, use_wrk: bool | None = None, use_nginx: bool | None = None) -> Report:
-    """Measure every available target at 1 and 50 connections; return the report."""
+def run(
+    quick: bool = False,
+    use_wrk: bool | None = None,
+    use_nginx: bool | None = None,
+    baseline: str | None = None,
+    log_level: str = "info",
+) -> Report:
+    """Measure every available target at 1 and 50 connections; return the report.
+
+    ``baseline``: a git revision also measured, as target ``modelswap@<rev>``
+    (its own copy of the fake upstream), to compare before/after a change.
+    """
     duration = 2.0 if quick else 6.0
     has_wrk = shutil.which("wrk") is not None if use_wrk is None else use_wrk
     nginx = shutil.which("nginx") or (
@@ -194,12 +234,19 @@ def run(quick: bool = False, use_wrk: bool | None = None, use_nginx: bool | None
         script.write_text(WRK_SCRIPT.format(body=json.dumps(CHAT_BODY)))
         upstream_port = free_port()
         nginx_proc: subprocess.Popen[bytes] | None = None
-        with ModelswapProcess(write_config(tmp, upstream_port)) as ms:
+        with contextlib.ExitStack() as stack:
+            ms = stack.enter_context(ModelswapProcess(write_config(tmp, upstream_port, log_level)))
             targets = {
                 "direct": f"http://127.0.0.1:{upstream_port}{PATH}",
                 "modelswap": f"{ms.url}{PATH}",
             }
             asyncio.run(_warm(targets["modelswap"]))  # preload done + connections warm
+            if baseline is not None:
+                env = stack.enter_context(baseline_checkout(baseline, tmp))
+                config = write_config(tmp, free_port(), log_level, name="baseline")
+                old = stack.enter_context(ModelswapProcess(config, env=env))
+                targets[f"modelswap@{baseline}"] = f"{old.url}{PATH}"
+                asyncio.run(_warm(targets[f"modelswap@{baseline}"]))
             try:
                 if has_nginx:
                     assert nginx is not None
@@ -240,7 +287,7 @@ def run(quick: bool = False, use_wrk: bool | None = None, use_nginx: bool | None
 def _report(
     results: dict[tuple[str, int], LoadResult], tool: str, duration: float, notes: list[str]
 ) -> Report:
-    names = [n for n in ("direct", "modelswap", "nginx") if (n, 1) in results]
+    names = [name for name, conns in results if conns == 1]
     md = [
         f"Load: {tool}, small non-streaming `POST {PATH}`, {duration:g} s per cell, "
         "one shared fake upstream; modelswap is the real `python -m modelswap` "
@@ -288,8 +335,16 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-wrk", action="store_true", help="use bench/loadgen.py")
     parser.add_argument("--no-nginx", action="store_true")
+    parser.add_argument("--baseline", metavar="REV", help="also measure this git revision")
+    parser.add_argument("--log-level", default="info", help="modelswap's logLevel (default info)")
     args = parser.parse_args()
-    report = run(args.quick, False if args.no_wrk else None, False if args.no_nginx else None)
+    report = run(
+        args.quick,
+        False if args.no_wrk else None,
+        False if args.no_nginx else None,
+        baseline=args.baseline,
+        log_level=args.log_level,
+    )
     print("\n".join(report.markdown))
     for goal in report.goals:
         print(goal.line())
