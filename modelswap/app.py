@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from modelswap.config import Config, LoadedConfig
+from modelswap.observability.captures import CAPTURES, CaptureRing
+from modelswap.observability.events_hub import EVENTS_HUB, EventsHub
+from modelswap.observability.inflight import INFLIGHT, InflightTracker
 from modelswap.router.build import build_router
 from modelswap.router.runtime import LocalRouter
 from modelswap.server.access_log import AccessLog
@@ -32,6 +35,7 @@ from modelswap.server.auth import auth_middleware
 from modelswap.server.context import SERVER_STATE, ServerState, setup_peers
 from modelswap.server.cors import cors_middleware
 from modelswap.server.errors import error_middleware
+from modelswap.server.events import setup_events
 from modelswap.server.proxy import setup_upstream_client
 from modelswap.server.routes import add_routes
 
@@ -96,12 +100,19 @@ def build_app(config: Config, *, base_env: Mapping[str, str] | None = None) -> w
     )
     app[CONFIG_KEY] = config
     app[ACCESS_LOG_KEY] = access_log
+    # /api/events (§14), in-flight tracking (§15), captures (§18): made first, so
+    # every later part can publish to them.
+    events_hub = EventsHub()
+    app[EVENTS_HUB] = events_hub
+    app[INFLIGHT] = InflightTracker(events_hub)
+    app[CAPTURES] = CaptureRing.from_mib(config.capture_buffer)
     router = build_router(config, base_env=base_env)
     app[ROUTER_KEY] = router
     budget = ShutdownBudget()
     app[SHUTDOWN_BUDGET_KEY] = budget
     state = ServerState.build(config, router)
     app[SERVER_STATE] = state
+    setup_events(app)
     add_routes(app, state)
     # Cleanup unwinds in reverse: router first, then peers, then the client pools.
     setup_upstream_client(app)
