@@ -28,6 +28,7 @@ from modelswap.config import Config, LoadedConfig
 from modelswap.observability.captures import CAPTURES, CaptureRing
 from modelswap.observability.events_hub import EVENTS_HUB, EventsHub
 from modelswap.observability.inflight import INFLIGHT, InflightTracker
+from modelswap.observability.log_monitors import setup_log_monitors
 from modelswap.router.build import build_router
 from modelswap.router.runtime import LocalRouter
 from modelswap.server.access_log import AccessLog
@@ -106,7 +107,9 @@ def build_app(config: Config, *, base_env: Mapping[str, str] | None = None) -> w
     app[EVENTS_HUB] = events_hub
     app[INFLIGHT] = InflightTracker(events_hub)
     app[CAPTURES] = CaptureRing.from_mib(config.capture_buffer)
-    router = build_router(config, base_env=base_env)
+    # First cleanup context: the log handler outlives the router's shutdown lines.
+    monitors = setup_log_monitors(app, config)
+    router = build_router(config, base_env=base_env, upstream_sink=monitors.upstream.write)
     app[ROUTER_KEY] = router
     budget = ShutdownBudget()
     app[SHUTDOWN_BUDGET_KEY] = budget

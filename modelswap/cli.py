@@ -23,6 +23,7 @@ from modelswap import __version__
 from modelswap.config import LoadedConfig, config_json_schema, load_config, load_config_text
 from modelswap.demo import DEMO_FILENAME, demo_config_text
 from modelswap.errors import ConfigError
+from modelswap.observability.proxy_log import StartupLogHandler, parse_log_level
 
 log = logging.getLogger("modelswap")
 
@@ -166,11 +167,7 @@ def serve(argv: Sequence[str]) -> int:
 
     from modelswap.app import ServeOptions, run_server  # deferred: keeps check-config light
 
-    logging.basicConfig(
-        level=_log_level(loaded.config.log_level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stdout,
-    )
+    _log_to_stderr_until_serving(loaded.config.log_level, loaded.config.log_time_format)
     if args.watch_config:
         log.warning("--watch-config is accepted but config hot-reload is not implemented yet")
     options = ServeOptions(
@@ -196,12 +193,16 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def _log_level(name: str) -> int:
-    return {
-        "debug": logging.DEBUG,
-        "warn": logging.WARNING,
-        "error": logging.ERROR,
-    }.get(name.strip().lower(), logging.INFO)
+def _log_to_stderr_until_serving(level: str, time_format: str) -> None:
+    """Log lines in llama-swap's format to stderr while no app serves.
+
+    Once the app starts, its own handler takes the lines into its monitors
+    (stdout per ``logToStdout``) and this one stays silent, so nothing is
+    printed twice; after the app's cleanup this one speaks again.
+    """
+    logger = logging.getLogger("modelswap")
+    logger.addHandler(StartupLogHandler(level=level, time_format=time_format))
+    logger.setLevel(parse_log_level(level))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
