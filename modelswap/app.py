@@ -37,6 +37,7 @@ from modelswap.server.context import SERVER_STATE, ServerState, setup_peers
 from modelswap.server.cors import cors_middleware
 from modelswap.server.errors import error_middleware
 from modelswap.server.events import setup_events
+from modelswap.server.metrics_routes import setup_metrics
 from modelswap.server.proxy import setup_upstream_client
 from modelswap.server.routes import add_routes
 
@@ -111,6 +112,7 @@ def build_app(config: Config, *, base_env: Mapping[str, str] | None = None) -> w
     monitors = setup_log_monitors(app, config)
     router = build_router(config, base_env=base_env, upstream_sink=monitors.upstream.write)
     app[ROUTER_KEY] = router
+    setup_metrics(app, config, router)
     budget = ShutdownBudget()
     app[SHUTDOWN_BUDGET_KEY] = budget
     state = ServerState.build(config, router)

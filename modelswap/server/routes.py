@@ -24,6 +24,7 @@ from modelswap.server.events import add_event_routes
 from modelswap.server.inference import add_inference_routes
 from modelswap.server.logs import add_log_routes
 from modelswap.server.management import add_management_routes
+from modelswap.server.metrics_routes import add_metrics_routes
 from modelswap.server.passthrough import add_passthrough_routes
 
 
@@ -39,5 +40,6 @@ def add_routes(app: web.Application, state: ServerState) -> None:
     add_inference_routes(app)
     add_management_routes(app)
     add_passthrough_routes(app)
+    add_metrics_routes(app)
     add_event_routes(app)
     add_log_routes(app)

@@ -30,6 +30,7 @@ class Options:
     slow_body: float = 0.0
     event_log: str | None = None
     close_after_response: bool = False
+    metrics: bool = False
 
     @property
     def text(self) -> str:
@@ -65,6 +66,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--close-after-response", action="store_true",
                    help="answer once per connection, then drop it when the next request "
                    "arrives (llama-server drops kept-alive connections after streams)")  # fmt: skip
+    p.add_argument("--metrics", action="store_true",
+                   help="serve Prometheus text at /metrics (like llama-server)")  # fmt: skip
     ns = p.parse_args(argv)
     if ns.chunks < 1:
         p.error("--chunks must be >= 1")

@@ -146,6 +146,8 @@ class FakeUpstream:
         r.add_get("/v1/models", self.models)
         r.add_get("/models", self.models)
         r.add_get("/props", self.props)
+        if self.opts.metrics:
+            r.add_get("/metrics", self.prometheus)
         endpoints: dict[str, Endpoint] = {
             "/v1/chat/completions": self.chat,
             "/v1/completions": self.completions,
@@ -360,6 +362,23 @@ class FakeUpstream:
             received_headers=_headers_dict(request),
         )
         return web.json_response(body, headers=self._headers(model))
+
+    async def prometheus(self, request: web.Request) -> web.Response:
+        """A few of llama-server's ``--metrics`` families, from this fake's own counters."""
+        text = (
+            "# HELP llamacpp:requests_processing Number of requests processing.\n"
+            "# TYPE llamacpp:requests_processing gauge\n"
+            "llamacpp:requests_processing 0\n"
+            "# HELP llamacpp:prompt_tokens_total Number of prompt tokens processed.\n"
+            "# TYPE llamacpp:prompt_tokens_total counter\n"
+            f"llamacpp:prompt_tokens_total {self._completed * 10}\n"
+            "# HELP fake_completed_requests_total Inference requests completed.\n"
+            "# TYPE fake_completed_requests_total counter\n"
+            f'fake_completed_requests_total{{model="{self.opts.model_id}"}} {self._completed}\n'
+        )
+        return web.Response(
+            body=text.encode(), headers={"Content-Type": "text/plain; version=0.0.4"}
+        )
 
     async def catch_all(self, request: web.Request) -> web.Response:
         """Echo anything unrouted, for ``/upstream/<model>/...`` passthrough tests."""
