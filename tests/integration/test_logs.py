@@ -143,6 +143,10 @@ async def test_s24_82_model_stream_sends_history_with_stream_headers(tmp_path: P
             assert response.headers["X-Accel-Buffering"] == "no"
             seen = await read_until(response, listening_line(a))
         assert seen == server.router.processes["a"].logs.history()
+        async with s.head("/logs/stream/a") as response:  # headers only, never a live stream
+            assert response.status == 200
+            assert response.headers["X-Accel-Buffering"] == "no"
+        assert server.app[LOG_MONITORS].stream_count == 0
 
 
 async def test_model_stream_follows_live_output_from_before_the_model_started(
