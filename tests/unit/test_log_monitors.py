@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -147,7 +147,7 @@ def test_empty_or_unknown_layout_means_no_prefix(name: str) -> None:
 
 
 def test_utc_zero_fractions_noon_midnight_and_two_digit_days() -> None:
-    utc = timezone.utc
+    utc = UTC
     at = datetime(2024, 3, 12, 0, 7, 9, 0, utc).timestamp()
     assert GoTimeFormat("rfc3339", utc).prefix(at) == "2024-03-12T00:07:09Z "
     assert GoTimeFormat("rfc3339nano", utc).prefix(at) == "2024-03-12T00:07:09Z "
