@@ -32,6 +32,7 @@ from modelswap.observability.log_monitors import setup_log_monitors
 from modelswap.router.build import build_router
 from modelswap.router.runtime import LocalRouter
 from modelswap.server.access_log import AccessLog
+from modelswap.server.activity_api import setup_activity_store
 from modelswap.server.auth import auth_middleware
 from modelswap.server.context import SERVER_STATE, ServerState, setup_peers
 from modelswap.server.cors import cors_middleware
@@ -110,6 +111,8 @@ def build_app(config: Config, *, base_env: Mapping[str, str] | None = None) -> w
     app[CAPTURES] = CaptureRing.from_mib(config.capture_buffer)
     # First cleanup context: the log handler outlives the router's shutdown lines.
     monitors = setup_log_monitors(app, config)
+    # Early cleanup context: the activity store closes after every part that writes to it.
+    setup_activity_store(app, config)
     router = build_router(config, base_env=base_env, upstream_sink=monitors.upstream.write)
     app[ROUTER_KEY] = router
     setup_metrics(app, config, router)

@@ -284,6 +284,21 @@ class ActivityStore:
             ).fetchall()
         return [row[0] / 1000.0 for row in rows]
 
+    def load_history(self, n: int = LOADS_FOR_ESTIMATE) -> dict[str, list[float]]:
+        """Every model's last ``n`` load durations in seconds, newest first (seeds estimates)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT model_id, duration_ms FROM ("
+                " SELECT model_id, duration_ms,"
+                " ROW_NUMBER() OVER (PARTITION BY model_id ORDER BY id DESC) AS rn FROM loads"
+                ") WHERE rn <= ? ORDER BY model_id, rn",
+                (max(0, n),),
+            ).fetchall()
+        history: dict[str, list[float]] = {}
+        for model_id, duration_ms in rows:
+            history.setdefault(model_id, []).append(duration_ms / 1000.0)
+        return history
+
     def expected_load(self, model_id: str) -> tuple[float, int] | None:
         """``(median seconds of the last 5 loads, how many loads)``; None if never loaded."""
         loads = self.recent_loads(model_id, LOADS_FOR_ESTIMATE)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -191,32 +192,37 @@ def error_message(status: int, body: bytes, encoding: str = "") -> str:
 # --- number coercion (gjson's Int()/Float() on whatever the upstream sent) --------
 
 
+_INT_LIMIT = 2**53
+"""Counts are clamped to ±2**53 so a garbage number can never overflow a SQLite SUM."""
+
+
 def _int(value: Any) -> int:
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return int(value) if value == value and abs(value) < 9.2e18 else 0
-    if isinstance(value, str):
+    if isinstance(value, bool | int):
+        number = int(value)
+    elif isinstance(value, float):
+        number = int(value) if math.isfinite(value) else 0
+    elif isinstance(value, str):
         try:
-            return int(value)
+            number = int(value)
         except ValueError:
-            return _int(_float(value))
-    return 0
+            number = int(_float(value))
+    else:
+        return 0
+    return max(-_INT_LIMIT, min(_INT_LIMIT, number))
 
 
 def _float(value: Any) -> float:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
+    """A finite float (JSON such as ``1e400`` parses to infinity, which JSON cannot carry)."""
+    if isinstance(value, bool | int | float):
+        number = float(value)
+    elif isinstance(value, str):
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             return 0.0
-    return 0.0
+    else:
+        return 0.0
+    return number if math.isfinite(number) else 0.0
 
 
 # --- the accumulated figures ----------------------------------------------------
@@ -280,6 +286,11 @@ def _path(obj: dict[str, Any], path: tuple[str, ...]) -> Any:
     return value
 
 
+def _rate(value: float) -> float:
+    """A rate, or -1 (unknown) when a tiny divisor overflowed it to infinity."""
+    return value if math.isfinite(value) else -1.0
+
+
 def _build(acc: _Acc, wall_ms: int) -> Usage:
     """Token/rate computation once something was found (spec §16)."""
     input_tokens, output_tokens, cached = acc.input, acc.output, acc.cached
@@ -311,10 +322,10 @@ def _build(acc: _Acc, wall_ms: int) -> Usage:
             draft_acc = _int(spec["num_accepted_draft_tokens"])
         ttft = _float(metrics.get("time_to_first_token_ms"))
         if ttft > 0:
-            prompt_rate = (input_tokens - max(cached, 0)) / (ttft / 1000.0)
+            prompt_rate = _rate((input_tokens - max(cached, 0)) * 1000.0 / ttft)
         itl = _float(metrics.get("mean_itl_ms"))
         if itl > 0:
-            gen_rate = 1000.0 / itl
+            gen_rate = _rate(1000.0 / itl)
     return Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from modelswap.server.activity_api import add_activity_routes
 from modelswap.server.admin import add_admin_routes
 from modelswap.server.context import ServerState
 from modelswap.server.events import add_event_routes
@@ -42,4 +43,5 @@ def add_routes(app: web.Application, state: ServerState) -> None:
     add_passthrough_routes(app)
     add_metrics_routes(app)
     add_event_routes(app)
+    add_activity_routes(app)
     add_log_routes(app)
