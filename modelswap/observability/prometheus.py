@@ -240,6 +240,10 @@ class PrometheusMetrics:
     def __repr__(self) -> str:
         return f"<PrometheusMetrics models={len(self._models)} monitor={self.monitor is not None}>"
 
+    @property
+    def scraper(self) -> UpstreamScraper | None:
+        return self._scraper
+
     # --- feeding ---------------------------------------------------------------------
 
     def _label(self, model: str) -> str:
