@@ -112,7 +112,7 @@ def build_app(config: Config, *, base_env: Mapping[str, str] | None = None) -> w
     # First cleanup context: the log handler outlives the router's shutdown lines.
     monitors = setup_log_monitors(app, config)
     # Early cleanup context: the activity store closes after every part that writes to it.
-    setup_activity_store(app, config)
+    setup_activity_store(app, config, has_capture=app[CAPTURES].has)
     router = build_router(config, base_env=base_env, upstream_sink=monitors.upstream.write)
     app[ROUTER_KEY] = router
     setup_metrics(app, config, router)

@@ -53,15 +53,22 @@ class ActivityStoreError(ModelswapError):
     status = 500
 
 
-def create_activity_store(config: Config) -> ActivityStore:
+def create_activity_store(
+    config: Config, *, has_capture: Callable[[int], bool] | None = None
+) -> ActivityStore:
     """The store the config asks for: ``store.path`` → a file, else in memory."""
     path = config.store.path.strip() if config.store is not None else ""
-    return ActivityStore(path or None, config.metrics_max_in_memory)
+    return ActivityStore(path or None, config.metrics_max_in_memory, has_capture=has_capture)
 
 
-def setup_activity_store(app: web.Application, config: Config) -> ActivityStore:
-    """Create the app's store under :data:`ACTIVITY_STORE`; it is closed on cleanup."""
-    store = create_activity_store(config)
+def setup_activity_store(
+    app: web.Application, config: Config, *, has_capture: Callable[[int], bool] | None = None
+) -> ActivityStore:
+    """Create the app's store under :data:`ACTIVITY_STORE`; it is closed on cleanup.
+
+    ``has_capture(row_id)`` (the capture cache's lookup) fills each row's ``has_capture``.
+    """
+    store = create_activity_store(config, has_capture=has_capture)
     app[ACTIVITY_STORE] = store
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

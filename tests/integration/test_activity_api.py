@@ -17,6 +17,7 @@ import pytest
 import pytest_asyncio
 
 from modelswap.observability.activity_store import ActivityStore
+from modelswap.observability.captures import CAPTURES
 from modelswap.observability.records import Explain, RequestRecord
 from modelswap.server.activity_api import ACTIVITY_STORE
 from tests.integration.server_harness import Server, fake, running_server
@@ -87,6 +88,15 @@ async def test_74_model_filter_and_capture_flag(server: Server) -> None:
     assert status == 200
     assert (page["total"], page["limit"], page["page"], page["total_pages"]) == (1, 10, 1, 1)
     assert [(r["id"], r["model"], r["has_capture"]) for r in page["data"]] == [(first, "m1", True)]
+
+
+async def test_has_capture_comes_from_the_apps_capture_cache(server: Server) -> None:
+    store = store_of(server)
+    kept, lost = rec("m1", 1000, req_body=b'{"model":"m1"}'), rec("m1", 1001)
+    kept_id, _ = store.record_many([kept, lost])
+    assert server.app[CAPTURES].store(kept_id, kept)
+    _, page = await get(server, "/api/metrics/activity")
+    assert [(r["id"], r["has_capture"]) for r in page["data"]] == [(2, False), (1, True)]
 
 
 @pytest.mark.parametrize(
