@@ -19,9 +19,10 @@ kinds of families, in this order:
 ``on_fact`` runs on the event loop and scrapes read on the event loop), so it
 is a few dictionary lookups and ``inc``/``observe`` calls on cached label
 children. prometheus_client's children are thread-safe; the caches are only
-ever added to, and two threads racing to add one model both get the same child. Model label values are
-capped at :data:`MAX_MODEL_LABELS` distinct names (later ones count as
-``_other``) so a flood of odd names cannot grow the exposition without bound.
+ever added to, and two threads racing to add one model both get the same
+child. Model label values are capped at :data:`MAX_MODEL_LABELS` distinct
+names (later ones count as ``_other``) so a flood of odd names cannot grow the
+exposition without bound.
 """
 
 from __future__ import annotations
