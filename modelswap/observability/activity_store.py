@@ -322,6 +322,17 @@ class ActivityStore:
             "total_pages": total_pages(total, query.limit),
         }
 
+    def entries(self, row_ids: Sequence[int]) -> list[dict[str, Any]]:
+        """The rows with these ids (those still stored), ascending: e.g. for ``/api/events``."""
+        if not row_ids:
+            return []
+        marks = ", ".join("?" * len(row_ids))
+        with self._lock:
+            rows = self._conn.execute(
+                f"{_SELECT} WHERE id IN ({marks}) ORDER BY id", tuple(row_ids)
+            ).fetchall()
+        return [self._entry(row) for row in rows]
+
     def stats(self, model: str | None = None) -> dict[str, Any]:
         """Totals and rate histograms over every row, or one model's (spec §17)."""
         where, args = ("", ()) if not model else (" WHERE model_id = ?", (model,))

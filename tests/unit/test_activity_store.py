@@ -459,3 +459,11 @@ def test_load_history_is_bounded_per_model(store: ActivityStore) -> None:
     assert len(kept) == LOADS_KEPT
     assert kept[0] == LOADS_KEPT + 9 and kept[-1] == 10
     assert store.recent_loads("m2", 1000) == [1.0]
+
+
+def test_entries_by_id(store: ActivityStore) -> None:
+    first, second, third = store.record_many([rec("a"), rec("b"), rec("c")])
+    assert store.entries([]) == []
+    got = store.entries([third, first, 999])
+    assert [(e["id"], e["model"]) for e in got] == [(first, "a"), (third, "c")]
+    assert got == [r for r in store.activity(ActivityQuery())["data"] if r["id"] != second][::-1]
