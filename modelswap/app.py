@@ -38,12 +38,16 @@ from modelswap.server.context import SERVER_STATE, ServerState, setup_peers
 from modelswap.server.cors import cors_middleware
 from modelswap.server.errors import error_middleware
 from modelswap.server.events import setup_events
+from modelswap.server.inference import OBSERVED_INFERENCE_PATHS
 from modelswap.server.metrics_routes import setup_metrics
 from modelswap.server.proxy import setup_upstream_client
+from modelswap.server.recording import recording_middleware, setup_recording
 from modelswap.server.routes import add_routes
 
 log = logging.getLogger("modelswap")
 
+CAPTURE_KEEP_MIN = 1024 * 1024
+"""Response bytes kept whole per request for usage parsing, even with captures off."""
 HTTP_SHUTDOWN_BUDGET = 30.0
 """Seconds from the signal for draining HTTP and then stopping the upstreams (§3.12)."""
 MIN_ROUTER_GRACE = 0.001
@@ -98,6 +102,7 @@ def build_app(config: Config, *, base_env: Mapping[str, str] | None = None) -> w
             access_log.middleware,
             cors_middleware,
             auth_middleware(config.api_keys),
+            recording_middleware(OBSERVED_INFERENCE_PATHS),
             error_middleware,
         ]
     )
@@ -121,6 +126,8 @@ def build_app(config: Config, *, base_env: Mapping[str, str] | None = None) -> w
     state = ServerState.build(config, router)
     app[SERVER_STATE] = state
     setup_events(app)
+    # Before the router's context: the recorder closes after the last request ended.
+    setup_recording(app, keep_limit=max(CAPTURE_KEEP_MIN, config.capture_buffer * 1024 * 1024))
     add_routes(app, state)
     # Cleanup unwinds in reverse: router first, then peers, then the client pools.
     setup_upstream_client(app)

@@ -55,7 +55,7 @@ class ActivitySink(Protocol):
 
 
 class CaptureSink(Protocol):
-    def store(self, row_id: int, record: RequestRecord) -> None: ...
+    def store(self, row_id: int, record: RequestRecord) -> object: ...
 
 
 class MetricsSink(Protocol):

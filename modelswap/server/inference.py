@@ -89,6 +89,9 @@ VERSIONLESS_PATHS = tuple(
 )
 """``/v/...``: forwarded with the leading ``/v`` removed."""
 
+OBSERVED_INFERENCE_PATHS = frozenset(JSON_POST_PATHS + VERSIONLESS_PATHS + GET_PATHS)
+"""Every inference route's path: the recording middleware observes these (§15, §16)."""
+
 _STRIPPED_PREFIXES = ("/v/", "/audioapi/")
 
 

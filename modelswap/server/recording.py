@@ -30,11 +30,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from multidict import CIMultiDict
 
 from modelswap.observability.records import Explain, RequestRecord, build_explain
@@ -234,9 +235,13 @@ def is_observed_path(path: str, inference_paths: frozenset[str]) -> bool:
     return path in inference_paths or path.startswith(OBSERVED_PREFIXES)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RecordingSinks:
-    """Where observations go: the recorder (activity rows) and in-flight tracking."""
+    """Where observations go: the recorder (activity rows) and in-flight tracking.
+
+    Made with the app; the recorder is attached when the app starts (its thread
+    needs the running loop) and detached when it stops.
+    """
 
     recorder: Recorder | None
     inflight: InflightTracker | None
@@ -247,9 +252,7 @@ class RecordingSinks:
 RECORDING: web.AppKey[RecordingSinks] = web.AppKey("recording", RecordingSinks)
 
 
-def recording_middleware(
-    inference_paths: frozenset[str],
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def recording_middleware(inference_paths: frozenset[str]) -> Middleware:
     """The middleware: place it just outside the error middleware, so it sees envelopes.
 
     Its sinks are ``app[RECORDING]`` (absent: requests are only timed).
@@ -283,3 +286,68 @@ def recording_middleware(
                 sink.submit(seen.record(request, response, status))
 
     return middleware
+
+
+def setup_recording(app: web.Application, keep_limit: int) -> None:
+    """Wire the recorder and the router's facts; call after every sink is in the app.
+
+    On startup: the :class:`~modelswap.observability.recorder.Recorder` starts
+    with the activity store, the capture ring and Prometheus as its sinks;
+    stored rows are published as ``activity`` events; load estimates are seeded
+    from the store's load history; the router's facts feed the estimates, the
+    ``loadProgress`` events and the store's load history. Register it before
+    the router's own cleanup context, so it closes after the router stopped
+    (the last requests' rows are still written) and before the store closes.
+    """
+    # Imported here: these modules import the server's building blocks themselves.
+    from modelswap.observability.captures import CAPTURES
+    from modelswap.observability.events_hub import EVENTS_HUB
+    from modelswap.observability.inflight import INFLIGHT
+    from modelswap.observability.load_eta import LoadEstimates, LoadProgress
+    from modelswap.observability.recorder import Recorder
+    from modelswap.router.facts import RouterFact, SwapFinished
+    from modelswap.server.activity_api import ACTIVITY_STORE
+    from modelswap.server.context import SERVER_STATE
+    from modelswap.server.metrics_routes import METRICS
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        store, hub, state = app[ACTIVITY_STORE], app[EVENTS_HUB], app[SERVER_STATE]
+        captures = app[CAPTURES]
+
+        def publish_rows(stored: Sequence[tuple[int, RequestRecord]]) -> None:
+            if not hub.has_subscribers:
+                return
+            rows = {row["id"]: row for row in store.entries([row_id for row_id, _ in stored])}
+            for row_id, _ in stored:
+                hub.publish_activity(row_id, rows.get(row_id))
+
+        recorder = Recorder(
+            store,
+            captures=captures if captures.enabled else None,
+            metrics=app[METRICS],
+            on_stored=publish_rows,
+        )
+        recorder.start()
+        sinks.recorder = recorder
+        estimates = LoadEstimates(await asyncio.to_thread(store.load_history))
+        state.load_estimates = estimates
+        progress = LoadProgress(estimates, hub.publish)
+
+        def on_fact(fact: RouterFact) -> None:
+            estimates.observe(fact)
+            progress.observe(fact)
+            if isinstance(fact, SwapFinished) and fact.error is None:
+                recorder.submit_load(fact.model, fact.load_seconds, time.time())
+
+        unsubscribe = state.router.subscribe_facts(on_fact)
+        try:
+            yield
+        finally:
+            unsubscribe()
+            await progress.close()
+            await recorder.close()
+            sinks.recorder = None
+
+    sinks = RecordingSinks(None, app[INFLIGHT], keep_limit)
+    app[RECORDING] = sinks
+    app.cleanup_ctx.append(lifecycle)
