@@ -139,7 +139,8 @@ class StdoutPump:
         self._queue.put(data)
 
     def _start(self) -> None:
-        sys.stdout.flush()  # what print() left buffered goes first
+        with contextlib.suppress(Exception):  # no or closed sys.stdout: nothing to flush
+            sys.stdout.flush()  # what print() left buffered goes first
         self._thread = threading.Thread(target=self._run, name="modelswap-stdout", daemon=True)
         self._thread.start()
 
