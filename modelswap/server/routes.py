@@ -41,7 +41,7 @@ def add_routes(app: web.Application, state: ServerState) -> None:
     add_inference_routes(app)
     add_management_routes(app)
     add_passthrough_routes(app)
-    add_metrics_routes(app)
     add_event_routes(app)
+    add_metrics_routes(app)
     add_activity_routes(app)
     add_log_routes(app)
