@@ -8,7 +8,9 @@ activity rows, ``Server-Timing`` and ``/metrics`` are checked against.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
+import contextlib
 import random
 import time
 from pathlib import Path
@@ -176,3 +178,80 @@ async def test_load_history_survives_a_restart_and_the_loading_stream_says_it(
     )
     assert f"expected {estimate.describe()}" in thinking
     assert len(rows) == 2  # the first app's row survived the restart too
+
+
+async def test_inflight_cancel_through_a_real_stream_and_its_row(tmp_path: Path) -> None:
+    """A slow stream shows up in flight on /api/events; cancelling it ends it and records it."""
+    from tests.integration.test_events_api import open_events
+
+    fakes = [fake(tmp_path, "m", chunks=200, chunk_interval=0.05)]
+    async with running_server(fakes) as server, server.session() as session:
+        events = await open_events(session)
+        await events.take(6)  # the initial burst
+        async with session.post("/v1/chat/completions", json=chat("m", 4, True)) as stream:
+            assert stream.status == 200
+            _, upsert = await events.until(
+                lambda kind, data: kind == "inflight" and data["operation"] == "upsert"
+            )
+            entry = upsert["request"]
+            assert (entry["model"], entry["req_path"], entry["method"]) == (
+                "m", "/v1/chat/completions", "POST",
+            )  # fmt: skip
+            async with session.post(f"/api/inflight/{entry['id']}/cancel") as resp:
+                assert resp.status == 200
+            # The stream ends early instead of running 10 s: the handler's task is
+            # cancelled, so the connection is cut mid-body.
+            with contextlib.suppress(aiohttp.ClientPayloadError):
+                await stream.read()
+        _, removed = await events.until(
+            lambda kind, data: kind == "inflight" and data["operation"] == "remove"
+        )
+        assert removed["id"] == entry["id"]
+        await server.idle()
+        await flushed(server)
+        rows = await all_rows(session)
+        events.response.close()
+    assert len(rows) == 1 and rows[0]["model"] == "m"
+
+
+async def test_capture_of_a_proxied_request_never_holds_the_key(tmp_path: Path) -> None:
+    key = "sk-very-secret-key"
+    async with running_server([fake(tmp_path, "m")], f"apiKeys: [{key}]") as server:
+        server.headers = {"Authorization": f"Bearer {key}"}
+        async with server.session() as session:
+            async with session.post("/v1/chat/completions", json=chat("m", 3, False)) as r:
+                assert r.status == 200
+            await flushed(server)
+            (row,) = await all_rows(session)
+            assert row["has_capture"] is True
+            async with session.get(f"/api/captures/{row['id']}") as r:
+                assert r.status == 200
+                raw = await r.text()
+                capture = await r.json()
+    assert key not in raw
+    assert capture["req_headers"]["Authorization"] == "[REDACTED]"
+    assert capture["req_path"] == "/v1/chat/completions"
+    assert b'"word word word"' in base64.b64decode(capture["req_body"])
+    assert b"Hello from m" in base64.b64decode(capture["resp_body"])
+
+
+async def test_load_progress_events_while_a_model_loads(tmp_path: Path) -> None:
+    from tests.integration.test_events_api import open_events
+
+    fakes = [fake(tmp_path, "m", startup_delay=1.2)]
+    async with running_server(fakes) as server, server.session() as session:
+        events = await open_events(session)
+        await events.take(6)
+        request = asyncio.ensure_future(
+            session.post("/v1/chat/completions", json=chat("m", 1, False))
+        )
+        phases = []
+        while not phases or phases[-1]["phase"] not in ("ready", "failed"):
+            _, progress = await events.until(lambda kind, _: kind == "loadProgress")
+            phases.append(progress)
+        (await request).close()
+        events.response.close()
+    assert phases[0]["phase"] == "loading" and phases[0]["elapsed_ms"] == 0
+    assert phases[0]["expected_ms"] is None  # never loaded before
+    assert any(p["phase"] == "loading" and p["elapsed_ms"] >= 1000 for p in phases)
+    assert phases[-1]["phase"] == "ready" and phases[-1]["elapsed_ms"] >= 1200
