@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -37,6 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aiohttp
+import psutil
 from loadgen import (
     CHAT_BODY,
     Goal,
@@ -206,17 +208,31 @@ async def _warm(url: str) -> None:
                 await resp.read()
 
 
+def _cpu_seconds(proc: psutil.Process | None) -> float:
+    """CPU time (user + system) of one process, all its threads, none of its children.
+
+    Robust to a noisy machine where wall-clock latency is not: a change that
+    adds work to each request shows up here even when neighbours skew p50.
+    """
+    if proc is None:
+        return 0.0
+    times = proc.cpu_times()
+    return float(times.user + times.system)
+
+
 def run(
     quick: bool = False,
     use_wrk: bool | None = None,
     use_nginx: bool | None = None,
     baseline: str | None = None,
     log_level: str = "info",
+    repeat: int = 1,
 ) -> Report:
     """Measure every available target at 1 and 50 connections; return the report.
 
     ``baseline``: a git revision also measured, as target ``modelswap@<rev>``
     (its own copy of the fake upstream), to compare before/after a change.
+    ``repeat``: runs per cell, interleaved across targets; the median is kept.
     """
     duration = 2.0 if quick else 6.0
     has_wrk = shutil.which("wrk") is not None if use_wrk is None else use_wrk
@@ -227,6 +243,8 @@ def run(
     found_wrk = shutil.which("wrk") is not None
     tool = "wrk" if has_wrk else f"bench/loadgen.py ({'--no-wrk' if found_wrk else 'no wrk'})"
     results: dict[tuple[str, int], LoadResult] = {}
+    cpu: dict[tuple[str, int], float] = {}
+    """modelswap's own CPU seconds per request (its threads, not the upstream child)."""
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="modelswap-bench-") as tmpdir:
         tmp = Path(tmpdir)
@@ -241,11 +259,13 @@ def run(
                 "modelswap": f"{ms.url}{PATH}",
             }
             asyncio.run(_warm(targets["modelswap"]))  # preload done + connections warm
+            cpu_of = {"modelswap": psutil.Process(ms.pid)}
             if baseline is not None:
                 env = stack.enter_context(baseline_checkout(baseline, tmp))
                 config = write_config(tmp, free_port(), log_level, name="baseline")
                 old = stack.enter_context(ModelswapProcess(config, env=env))
                 targets[f"modelswap@{baseline}"] = f"{old.url}{PATH}"
+                cpu_of[f"modelswap@{baseline}"] = psutil.Process(old.pid)
                 asyncio.run(_warm(targets[f"modelswap@{baseline}"]))
             try:
                 if has_nginx:
@@ -264,37 +284,54 @@ def run(
                 else:
                     why = "skipped (--no-nginx)" if nginx else "not installed"
                     notes.append(f"nginx {why}: no nginx rows.")
-                for conns in (1, 50):
-                    for name, url in targets.items():
-                        results[name, conns] = measure(
-                            url, conns, duration, script if has_wrk else None, has_wrk
-                        )
-                        r = results[name, conns]
+                runs: dict[tuple[str, int], list[tuple[LoadResult, float]]] = {}
+                for conns, _ in itertools.product((1, 50), range(repeat)):
+                    for name, url in targets.items():  # interleaved: drift hits all alike
+                        proc = cpu_of.get(name)
+                        before = _cpu_seconds(proc)
+                        r = measure(url, conns, duration, script if has_wrk else None, has_wrk)
+                        used = (_cpu_seconds(proc) - before) / max(r.requests, 1)
+                        runs.setdefault((name, conns), []).append((r, used))
+                        results[name, conns] = r
+                        if proc is not None:
+                            cpu[name, conns] = used
                         print(
                             f"  {name:9s} c={conns:<3d} {r.rps:8.0f} req/s  "
                             f"p50 {r.p50 * 1e6:7.0f} µs  p99 {r.p99 * 1e6:7.0f} µs  "
-                            f"errors {r.errors}",
+                            f"errors {r.errors}"
+                            + (f"  cpu {cpu[name, conns] * 1e6:5.0f} µs/req" if proc else ""),
                             flush=True,
                         )
+                for key, measured in runs.items():  # the median run by throughput
+                    median = sorted(measured, key=lambda run: run[0].rps)[len(measured) // 2]
+                    results[key] = median[0]
+                    if key in cpu:
+                        cpu[key] = median[1]
             finally:
                 if nginx_proc is not None:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(nginx_proc.pid, signal.SIGKILL)
                     nginx_proc.wait()
-    return _report(results, tool, duration, notes)
+    return _report(results, tool, duration, notes, cpu)
 
 
 def _report(
-    results: dict[tuple[str, int], LoadResult], tool: str, duration: float, notes: list[str]
+    results: dict[tuple[str, int], LoadResult],
+    tool: str,
+    duration: float,
+    notes: list[str],
+    cpu: dict[tuple[str, int], float] | None = None,
 ) -> Report:
+    cpu = cpu or {}
     names = [name for name, conns in results if conns == 1]
     md = [
         f"Load: {tool}, small non-streaming `POST {PATH}`, {duration:g} s per cell, "
         "one shared fake upstream; modelswap is the real `python -m modelswap` "
         "with the model preloaded and warmed.",
         "",
-        "| target | conns | req/s | p50 | p99 | added p50 vs direct | added p99 | errors |",
-        "|---|---|---|---|---|---|---|---|",
+        "| target | conns | req/s | p50 | p99 | added p50 vs direct | added p99 | errors "
+        "| modelswap CPU per request |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for conns in (1, 50):
         base = results["direct", conns]
@@ -302,9 +339,11 @@ def _report(
             r = results[name, conns]
             added = "—" if name == "direct" else f"{(r.p50 - base.p50) * 1e6:+.0f} µs"
             added99 = "—" if name == "direct" else f"{(r.p99 - base.p99) * 1e6:+.0f} µs"
+            used = cpu.get((name, conns))
             md.append(
                 f"| {name} | {conns} | {r.rps:,.0f} | {r.p50 * 1e6:.0f} µs | "
-                f"{r.p99 * 1e6:.0f} µs | {added} | {added99} | {r.errors} |"
+                f"{r.p99 * 1e6:.0f} µs | {added} | {added99} | {r.errors} | "
+                f"{'—' if used is None else f'{used * 1e6:.0f} µs'} |"
             )
     ms1, d1 = results["modelswap", 1], results["direct", 1]
     goals = [
@@ -337,6 +376,7 @@ def main() -> int:
     parser.add_argument("--no-nginx", action="store_true")
     parser.add_argument("--baseline", metavar="REV", help="also measure this git revision")
     parser.add_argument("--log-level", default="info", help="modelswap's logLevel (default info)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per cell (median kept)")
     args = parser.parse_args()
     report = run(
         args.quick,
@@ -344,6 +384,7 @@ def main() -> int:
         False if args.no_nginx else None,
         baseline=args.baseline,
         log_level=args.log_level,
+        repeat=args.repeat,
     )
     print("\n".join(report.markdown))
     for goal in report.goals:
