@@ -75,9 +75,12 @@ def churn(quick: bool) -> Report:
     return Report("Churn (`bench/churn_sim.py`)", md, [], notes)
 
 
+BASELINE: str | None = None
+"""``--baseline REV``: proxy and streaming also measure this git revision, same run."""
+
 BENCHES: dict[str, Callable[[bool], Report]] = {
-    "proxy": lambda quick: proxy_overhead.run(quick),
-    "streaming": streaming.run,
+    "proxy": lambda quick: proxy_overhead.run(quick, baseline=BASELINE, repeat=1 if quick else 3),
+    "streaming": lambda quick: streaming.run(quick, BASELINE),
     "swap": swap_overhead.run,
     "churn": churn,
 }
@@ -119,7 +122,9 @@ def render(
     mode = " --quick" if quick else ""
     lines = [
         "",
-        f"## Benchmark run {started:%Y-%m-%d %H:%M} UTC (`python3 bench/run.py{mode}`)",
+        f"## Benchmark run {started:%Y-%m-%d %H:%M} UTC (`python3 bench/run.py{mode}"
+        + (f" --baseline {BASELINE}" if BASELINE else "")
+        + "`)",
         "",
         f"Machine: {machine_line}. Took {took:.0f} s."
         + (" Quick smoke run: short loads, not for comparison." if quick else ""),
@@ -146,7 +151,12 @@ def main() -> int:
     parser.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
     parser.add_argument("--output", type=Path, default=BENCHMARKS, help="file to append to")
     parser.add_argument("--only", default="", help=f"comma list of {','.join(BENCHES)}")
+    parser.add_argument(
+        "--baseline", metavar="REV", help="also measure this git revision (proxy, streaming)"
+    )
     args = parser.parse_args()
+    global BASELINE
+    BASELINE = args.baseline
     selected = [s for s in args.only.split(",") if s] or list(BENCHES)
     unknown = set(selected) - set(BENCHES)
     if unknown:

@@ -50,7 +50,7 @@ from loadgen import (
     raise_fd_limit,
     wait_ok,
 )
-from proxy_overhead import PATH, write_config
+from proxy_overhead import PATH, baseline_checkout, write_config
 
 from modelswap.testing.fake_process import free_port
 
@@ -168,43 +168,59 @@ def _run_async(coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return runner.run(coro_fn())
 
 
-def run(quick: bool = False) -> Report:
-    """Direct and through modelswap at each stream count; RSS of modelswap at each peak."""
+def run(quick: bool = False, baseline: str | None = None) -> Report:
+    """Direct and through modelswap at each stream count; RSS of modelswap at each peak.
+
+    ``baseline``: a git revision also measured (``modelswap@<rev>``, its own upstream).
+    """
     fd_limit = raise_fd_limit()
     chunks, interval = (20 if quick else 40), 0.05
     counts = (100, 1000)
     runs: dict[tuple[str, int], StreamRun] = {}
-    rss: dict[int, tuple[int, int]] = {}
-    with tempfile.TemporaryDirectory(prefix="modelswap-bench-") as tmpdir:
+    rss: dict[tuple[str, int], tuple[int, int]] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="modelswap-bench-") as tmpdir,
+        contextlib.ExitStack() as stack,
+    ):
         tmp = Path(tmpdir)
         port = free_port()
         config = write_config(tmp, port, chunks=chunks, chunk_interval=interval)
-        with ModelswapProcess(config) as ms:
-            urls = {"direct": f"http://127.0.0.1:{port}{PATH}", "modelswap": f"{ms.url}{PATH}"}
+        ms = stack.enter_context(ModelswapProcess(config))
+        urls = {"direct": f"http://127.0.0.1:{port}{PATH}", "modelswap": f"{ms.url}{PATH}"}
+        pids = {"modelswap": ms.pid}
+        if baseline is not None:
+            env = stack.enter_context(baseline_checkout(baseline, tmp))
+            old_config = write_config(
+                tmp, free_port(), name="baseline", chunks=chunks, chunk_interval=interval
+            )
+            old = stack.enter_context(ModelswapProcess(old_config, env=env))
+            urls[f"modelswap@{baseline}"] = f"{old.url}{PATH}"
+            pids[f"modelswap@{baseline}"] = old.pid
 
-            async def warm() -> None:
-                async with aiohttp.ClientSession() as session:
-                    await wait_ok(session, urls["modelswap"])
+        async def warm() -> None:
+            async with aiohttp.ClientSession() as session:
+                for name, url in urls.items():
+                    if name != "direct":
+                        await wait_ok(session, url)
 
-            _run_async(warm)
-            for n in counts:
-                for target in ("direct", "modelswap"):
-                    idle = psutil.Process(ms.pid).memory_info().rss
-                    with RssSampler(ms.pid) as sampler:
-                        result = _run_async(
-                            functools.partial(stream_load, target, urls[target], n, interval)
-                        )
-                    runs[target, n] = result
-                    if target == "modelswap":
-                        rss[n] = (idle, sampler.peak)
-                    print(
-                        f"  {target:9s} {n:5d} streams: ok {result.ok}, peak open "
-                        f"{result.peak_open}, per-chunk delay p50 "
-                        f"{statistics.median(result.lateness) * 1e3:.2f} ms p99 "
-                        f"{percentile(result.lateness, 99) * 1e3:.2f} ms, "
-                        f"wall {result.wall:.2f} s",
-                        flush=True,
-                    )
+        _run_async(warm)
+        for n in counts:
+            for target, url in urls.items():
+                pid = pids.get(target)
+                idle = psutil.Process(pid).memory_info().rss if pid else 0
+                with RssSampler(pid or ms.pid) as sampler:
+                    result = _run_async(functools.partial(stream_load, target, url, n, interval))
+                runs[target, n] = result
+                if pid is not None:
+                    rss[target, n] = (idle, sampler.peak)
+                print(
+                    f"  {target:9s} {n:5d} streams: ok {result.ok}, peak open "
+                    f"{result.peak_open}, per-chunk delay p50 "
+                    f"{statistics.median(result.lateness) * 1e3:.2f} ms p99 "
+                    f"{percentile(result.lateness, 99) * 1e3:.2f} ms, "
+                    f"wall {result.wall:.2f} s",
+                    flush=True,
+                )
     return _report(runs, rss, counts, chunks, interval, fd_limit, quick)
 
 
@@ -214,7 +230,7 @@ def _ms(seconds: float) -> str:
 
 def _report(
     runs: dict[tuple[str, int], StreamRun],
-    rss: dict[int, tuple[int, int]],
+    rss: dict[tuple[str, int], tuple[int, int]],
     counts: tuple[int, ...],
     chunks: int,
     interval: float,
@@ -233,9 +249,10 @@ def _report(
         "|---|---|---|---|---|---|---|---|",
     ]
     goals: list[Goal] = []
+    targets = list(dict.fromkeys(target for target, _ in runs))
     for n in counts:
         direct = runs["direct", n]
-        for target in ("direct", "modelswap"):
+        for target in targets:
             r = runs[target, n]
             lat50, lat99 = percentile(r.lateness, 50), percentile(r.lateness, 99)
             if target == "direct":
@@ -243,16 +260,16 @@ def _report(
             else:
                 d50, d99 = percentile(direct.lateness, 50), percentile(direct.lateness, 99)
                 added = f"{(lat50 - d50) * 1e3:+.2f} / {(lat99 - d99) * 1e3:+.2f} ms"
-                idle, peak = rss[n]
+                idle, peak = rss[target, n]
                 mem = f"{idle / 1e6:.0f} → {peak / 1e6:.0f} MB"
             md.append(
                 f"| {n} | {target} | {r.ok}/{r.streams} | {r.peak_open} | "
                 f"{_ms(percentile(r.ttfb, 50))} / {_ms(percentile(r.ttfb, 99))} | "
                 f"{_ms(lat50)} / {_ms(lat99)} | {added} | {mem} |"
             )
-    if 1000 in rss:
-        goals.append(Goal("modelswap peak RSS, 1,000 streams", rss[1000][1] / 1e6, GOAL_RSS_MB,
-                          "MB"))  # fmt: skip
+    if ("modelswap", 1000) in rss:
+        goals.append(Goal("modelswap peak RSS, 1,000 streams", rss["modelswap", 1000][1] / 1e6,
+                          GOAL_RSS_MB, "MB"))  # fmt: skip
     failed = sum(r.streams - r.ok for r in runs.values())
     notes = [f"{failed} streams failed."] if failed else []
     for n in counts:
@@ -269,8 +286,9 @@ def _report(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--baseline", metavar="REV", help="also measure this git revision")
     args = parser.parse_args()
-    report = run(args.quick)
+    report = run(args.quick, args.baseline)
     print("\n".join(report.markdown))
     for goal in report.goals:
         print(goal.line())
