@@ -97,10 +97,28 @@ async def test_requests_go_through_compare_digest(tmp_path: Path) -> None:
             assert calls >= len(KEYS)
 
 
+OBSERVABILITY_ROUTES = {
+    "/logs",
+    "/logs/stream",
+    "/logs/stream/x",
+    "/api/events",
+    "/api/metrics/activity",
+    "/api/metrics/stats",
+    "/api/captures/x",
+    "/api/inflight/x/cancel",
+    "/api/performance",
+    "/api/version",
+    "/api/hardware",
+    "/metrics",
+}
+"""Step 9's routes (paths as enumerated, ``{…}`` → ``x``): each must be among those checked."""
+
+
 async def test_every_non_public_route_needs_a_key(tmp_path: Path) -> None:
     """Enumerate the router: each route answers 401 without a key unless documented public."""
     head = "apiKeys: " + json.dumps(KEYS)
     public: set[tuple[str, str]] = set()
+    protected: set[str] = set()
     async with app_server(tmp_path, head, models_yaml(tmp_path, ["m1"])) as (url, app):
         checked = 0
         async with aiohttp.ClientSession() as session:
@@ -124,8 +142,10 @@ async def test_every_non_public_route_needs_a_key(tmp_path: Path) -> None:
                         if method != "HEAD":
                             assert json.loads(body)["error"]["code"] == "unauthorized"
                         assert b"wrong" not in body
+                        protected.add(path)
                         checked += 1
     assert checked > 40
+    assert OBSERVABILITY_ROUTES <= protected, OBSERVABILITY_ROUTES - protected
     assert {p for _, p in public} == {"/health", "/wol-health", "/", "/upstream"}, public
     assert {m for m, p in public if p == "/upstream"} <= {"GET", "HEAD"}
 
