@@ -78,6 +78,10 @@ def stdout_fd() -> int:
         return 1
 
 
+HANDOVER_SECONDS = 0.01
+"""Lines written within this window reach the stdout thread as one batch."""
+
+
 class StdoutPump:
     """Bytes to a blocking writer from a daemon thread; ``write`` never blocks.
 
@@ -88,8 +92,11 @@ class StdoutPump:
     (stdout closed) ends the output; later chunks are discarded.
     """
 
-    def __init__(self, writer: Writer, *, max_bytes: int = STDOUT_QUEUE_BYTES) -> None:
+    def __init__(
+        self, writer: Writer, *, max_bytes: int = STDOUT_QUEUE_BYTES, handover: float = 0.0
+    ) -> None:
         self._writer = writer
+        self._handover_seconds = handover
         self._max_bytes = max_bytes
         self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._put = 0  # producer only
@@ -102,10 +109,13 @@ class StdoutPump:
         self._closed = False
         self._finished = threading.Event()
         self._done: list[Callable[[], None]] = []
+        self._pending: list[bytes] = []  # written on the loop, handed over in one piece
+        self._handover: asyncio.TimerHandle | None = None
 
     @classmethod
     def to_stdout(cls, *, max_bytes: int = STDOUT_QUEUE_BYTES) -> StdoutPump:
-        return cls(fd_writer(stdout_fd()), max_bytes=max_bytes)
+        """The process's stdout, with lines batched per :data:`HANDOVER_SECONDS`."""
+        return cls(fd_writer(stdout_fd()), max_bytes=max_bytes, handover=HANDOVER_SECONDS)
 
     def __repr__(self) -> str:
         return (
@@ -135,8 +145,32 @@ class StdoutPump:
         self._enqueue(data)
 
     def _enqueue(self, data: bytes) -> None:
+        """Count ``data`` as queued; hand it to the thread now, or with what follows soon.
+
+        With a ``handover`` window and an event loop, lines written within the
+        window go to the thread together: one wake-up (and one ``write``) per
+        batch instead of per line, which is most of what a log line would
+        otherwise cost a request.
+        """
         self._put += len(data)
-        self._queue.put(data)
+        self._pending.append(data)
+        if self._handover is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop() if self._handover_seconds > 0 else None
+        except RuntimeError:  # no loop (startup): hand over at once
+            loop = None
+        if loop is None:
+            self._hand_over()
+            return
+        self._handover = loop.call_later(self._handover_seconds, self._hand_over)
+
+    def _hand_over(self) -> None:
+        self._handover = None
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._queue.put(data)
 
     def _start(self) -> None:
         with contextlib.suppress(Exception):  # no or closed sys.stdout: nothing to flush
@@ -173,6 +207,9 @@ class StdoutPump:
         """Stop accepting; the thread writes what is queued, then ends."""
         if not self._closed:
             self._closed = True
+            if self._handover is not None:
+                self._handover.cancel()
+            self._hand_over()
             if self._thread is not None:
                 self._queue.put(None)
 

@@ -42,6 +42,8 @@ log = logging.getLogger("modelswap.observability.recorder")
 
 MAX_PENDING = 10_000
 BATCH = 512
+WAKE_DELAY = 0.05
+"""Records submitted within this window wake the writer once (one batch, one transaction)."""
 
 
 class ActivitySink(Protocol):
@@ -109,6 +111,7 @@ class Recorder:
         self._dropped = 0
         self._failed = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._wake_timer: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         st = self.statistics()
@@ -146,14 +149,23 @@ class Recorder:
             return
         self._submitted += 1
         self._pending.append(item)
-        if not self._wake.is_set():
+        if self._wake_timer is None and self._loop is not None:
+            # Wake the writer once per window, not per request: a thread wake-up
+            # costs about as much as the bookkeeping itself at low load.
+            self._wake_timer = self._loop.call_later(WAKE_DELAY, self._wake_now)
+        elif self._loop is None:
             self._wake.set()
+
+    def _wake_now(self) -> None:
+        self._wake_timer = None
+        self._wake.set()
 
     async def wait_flushed(self) -> None:
         """Return once everything submitted before this call has been processed."""
         target = self._submitted
         if self._processed >= target:
             return
+        self._wake.set()  # do not wait for the batching window
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((target, waiter))
         await waiter
@@ -161,6 +173,9 @@ class Recorder:
     async def close(self) -> None:
         """Process what is queued, then stop the thread."""
         self._stopping = True
+        if self._wake_timer is not None:
+            self._wake_timer.cancel()
+            self._wake_timer = None
         self._wake.set()
         thread, self._thread = self._thread, None
         if thread is not None:
