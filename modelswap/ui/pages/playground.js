@@ -1,0 +1,9 @@
+// Placeholder until this page is written.
+import { h } from "../js/dom.js";
+
+export default {
+  title: "Playground",
+  mount(root) {
+    root.append(h("p", { class: "muted" }, "This page is being built."));
+  },
+};
