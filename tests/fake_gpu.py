@@ -38,6 +38,8 @@ class FakeGpu:
 
     readings: list[GpuSample] = field(default_factory=lambda: [gpu_sample(0), gpu_sample(1)])
     fail_devices: bool = False
+    processes: dict[int, int] = field(default_factory=dict)
+    """What :meth:`process_memory` reports: pid → GPU bytes."""
     closed: bool = False
     reads: int = 0
     threads: set[str] = field(default_factory=set)
@@ -63,6 +65,10 @@ class FakeGpu:
             )
             for r in self.readings
         ]
+
+    def process_memory(self) -> dict[int, int]:
+        self.threads.add(threading.current_thread().name)
+        return dict(self.processes)
 
     def close(self) -> None:
         self.closed = True

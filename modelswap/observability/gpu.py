@@ -69,6 +69,15 @@ class GpuSource(Protocol):
         """The static inventory of the GPUs this source reads."""
         ...
 
+    def process_memory(self) -> dict[int, int]:
+        """GPU memory in use per process: pid → bytes, summed over every GPU.
+
+        Only processes the driver reports (compute and graphics); a pid it
+        does not list uses none. Pids are the driver's view (the host's PID
+        namespace): inside a container they may not match ours.
+        """
+        ...
+
     def close(self) -> None:
         """Release the driver; the source is not used afterwards."""
         ...
@@ -86,6 +95,14 @@ def _or_default(read: Callable[[], T], default: T) -> T:
         return read()
     except Exception:
         return default
+
+
+def _running(query: Callable[[Any], Any], handle: Any) -> list[Any]:
+    """One NVML running-processes query; unsupported or failing → none listed."""
+    try:
+        return list(query(handle))
+    except Exception:
+        return []
 
 
 def _text(value: str | bytes) -> str:
@@ -141,6 +158,26 @@ class NvmlGpuSource:
         if getattr(field, "nvmlReturn", 1) != 0:
             return 0
         return int(field.value.uiVal)
+
+    def process_memory(self) -> dict[int, int]:
+        nvml = self._nvml
+        used: dict[int, int] = {}
+        for handle in self._handles:
+            on_device: dict[int, int] = {}
+            for query in (
+                nvml.nvmlDeviceGetComputeRunningProcesses,
+                nvml.nvmlDeviceGetGraphicsRunningProcesses,
+            ):
+                for process in _running(query, handle):
+                    memory = getattr(process, "usedGpuMemory", None)
+                    if memory is None:  # not available (e.g. Windows WDDM)
+                        continue
+                    pid = int(process.pid)
+                    # A process in both lists holds one allocation, not two.
+                    on_device[pid] = max(on_device.get(pid, 0), int(memory))
+            for pid, memory in on_device.items():
+                used[pid] = used.get(pid, 0) + memory
+        return used
 
     def devices(self) -> list[GpuDevice]:
         driver = _or_default(lambda: _text(self._nvml.nvmlSystemGetDriverVersion()), None)

@@ -151,3 +151,7 @@ class RequestRecord:
     explain: Explain | None = None
     """None for requests that never reached the local router (peers, early errors)."""
     client_aborted: bool = False
+    granted_wall: float | None = None
+    """``time.time()`` when the router's serve grant was delivered (None: never granted)."""
+    swap_id: int | None = None
+    """The swap whose completion granted the request (None: it waited for none)."""

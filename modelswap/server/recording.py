@@ -184,6 +184,10 @@ class Observation:
         headers: Mapping[str, str] = self.resp_headers or (
             response.headers if response is not None else {}
         )
+        ticket = self.ticket
+        granted_wall = None
+        if ticket is not None and ticket.granted_at is not None:
+            granted_wall = self.started_wall + (ticket.granted_at - self.started)
         return RequestRecord(
             request_id=self._inflight_id,
             model=self.model,
@@ -202,6 +206,8 @@ class Observation:
             metadata=self.metadata,
             explain=self.explain(ended),
             client_aborted=status == 499,
+            granted_wall=granted_wall,
+            swap_id=ticket.swap.swap_id if ticket is not None and ticket.swap is not None else None,
         )
 
     def end_inflight(self) -> None:
@@ -295,7 +301,9 @@ def setup_recording(app: web.Application, keep_limit: int) -> None:
     with the activity store, the capture ring and Prometheus as its sinks;
     stored rows are published as ``activity`` events; load estimates are seeded
     from the store's load history; the router's facts feed the estimates, the
-    ``loadProgress`` events and the store's load history. Register it before
+    ``loadProgress`` events and the store's load history; process state
+    changes, facts and stored rows also feed the swap timeline
+    (``app[TIMELINE]``, :mod:`modelswap.server.timeline_api`). Register it before
     the router's own cleanup context, so it closes after the router stopped
     (the last requests' rows are still written) and before the store closes.
     """
@@ -309,12 +317,14 @@ def setup_recording(app: web.Application, keep_limit: int) -> None:
     from modelswap.server.activity_api import ACTIVITY_STORE
     from modelswap.server.context import SERVER_STATE
     from modelswap.server.metrics_routes import METRICS
+    from modelswap.server.timeline_api import TIMELINE, attach_timeline, new_timeline
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         store, hub, state = app[ACTIVITY_STORE], app[EVENTS_HUB], app[SERVER_STATE]
         captures = app[CAPTURES]
 
         def publish_rows(stored: Sequence[tuple[int, RequestRecord]]) -> None:
+            timeline.on_stored(stored)
             if not hub.has_subscribers:
                 return
             rows = {row["id"]: row for row in store.entries([row_id for row_id, _ in stored])}
@@ -340,9 +350,11 @@ def setup_recording(app: web.Application, keep_limit: int) -> None:
                 recorder.submit_load(fact.model, fact.load_seconds, time.time())
 
         unsubscribe = state.router.subscribe_facts(on_fact)
+        detach_timeline = attach_timeline(timeline, state.router)
         try:
             yield
         finally:
+            detach_timeline()
             unsubscribe()
             await progress.close()
             await recorder.close()
@@ -350,4 +362,5 @@ def setup_recording(app: web.Application, keep_limit: int) -> None:
 
     sinks = RecordingSinks(None, app[INFLIGHT], keep_limit)
     app[RECORDING] = sinks
+    timeline = app[TIMELINE] = new_timeline()
     app.cleanup_ctx.append(lifecycle)

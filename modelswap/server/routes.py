@@ -7,7 +7,10 @@ whole HTTP surface can be read on one screen:
   ``/v1/models``, ``/models``;
 * :mod:`~modelswap.server.inference` — every model-dispatched route (§2.1);
 * :mod:`~modelswap.server.management` — ``/running``, unloads, profiles;
-* :mod:`~modelswap.server.passthrough` — ``/upstream``, ``/comfyui``.
+* :mod:`~modelswap.server.passthrough` — ``/upstream``, ``/comfyui``;
+* :mod:`~modelswap.server.timeline_api`, :mod:`~modelswap.server.processes_api`
+  — ``/api/timeline``, ``/api/processes`` (modelswap only, see docs/api.md);
+* :mod:`~modelswap.server.ui_static` — ``/ui``, ``/ui/…``, ``/favicon.ico``.
 
 aiohttp gives the Go mux behaviours the spec needs: ``GET`` routes answer
 ``HEAD``, a wrong method is a 405 with ``Allow``; unmatched paths are turned
@@ -27,6 +30,9 @@ from modelswap.server.logs import add_log_routes
 from modelswap.server.management import add_management_routes
 from modelswap.server.metrics_routes import add_metrics_routes
 from modelswap.server.passthrough import add_passthrough_routes
+from modelswap.server.processes_api import add_processes_routes
+from modelswap.server.timeline_api import add_timeline_routes
+from modelswap.server.ui_static import add_ui_routes
 
 
 def add_routes(app: web.Application, state: ServerState) -> None:
@@ -45,3 +51,6 @@ def add_routes(app: web.Application, state: ServerState) -> None:
     add_metrics_routes(app)
     add_activity_routes(app)
     add_log_routes(app)
+    add_timeline_routes(app)
+    add_processes_routes(app)
+    add_ui_routes(app)
