@@ -110,8 +110,12 @@ OBSERVABILITY_ROUTES = {
     "/api/version",
     "/api/hardware",
     "/metrics",
+    "/api/timeline",
+    "/api/processes",
+    "/ui",
+    "/ui/x",
 }
-"""Step 9's routes (paths as enumerated, ``{…}`` → ``x``): each must be among those checked."""
+"""Step 9's and 10's routes (paths as enumerated, ``{…}`` → ``x``): each must be checked."""
 
 
 async def test_every_non_public_route_needs_a_key(tmp_path: Path) -> None:
@@ -146,7 +150,9 @@ async def test_every_non_public_route_needs_a_key(tmp_path: Path) -> None:
                         checked += 1
     assert checked > 40
     assert protected >= OBSERVABILITY_ROUTES, OBSERVABILITY_ROUTES - protected
-    assert {p for _, p in public} == {"/health", "/wol-health", "/", "/upstream"}, public
+    assert {p for _, p in public} == {"/health", "/wol-health", "/", "/upstream", "/favicon.ico"}, (
+        public
+    )
     assert {m for m, p in public if p == "/upstream"} <= {"GET", "HEAD"}
 
 
