@@ -181,6 +181,9 @@ class ModelsPage {
     this.errors = new Map(); // id → last action error
     this.unloadingAll = false;
     this.timer = null;
+    // model → newest loadProgress, by swap id: a swap cancelled by an unload
+    // may keep reporting, and must not overwrite the newer swap's progress.
+    this.progress = new Map(ctx.events.state.loading);
 
     this.summary = h("span", { class: "muted" });
     this.unloadAll = h(
@@ -205,9 +208,15 @@ class ModelsPage {
     const render = () => this.render();
     this.unsubscribe = [
       this.events.on("modelStatus", render),
-      this.events.on("loadProgress", render),
+      this.events.on("loadProgress", (data) => {
+        this.noteProgress(data);
+        render();
+      }),
       this.events.on("connection", (state) => {
-        if (state === "connected") this.fetchRecords();
+        if (state === "connected") {
+          this.progress = new Map(this.events.state.loading); // swap ids restart with the server
+          this.fetchRecords();
+        }
         render();
       }),
     ];
@@ -236,6 +245,13 @@ class ModelsPage {
     }
   }
 
+  noteProgress(data) {
+    const current = this.progress.get(data.model);
+    if (current && data.swap_id < current.swap_id) return;
+    if (data.phase === "ready" || data.phase === "failed") this.progress.delete(data.model);
+    else this.progress.set(data.model, { ...data, receivedAt: performance.now() });
+  }
+
   showNotice(message) {
     this.notice.textContent = message || "";
     this.notice.hidden = !message;
@@ -248,13 +264,13 @@ class ModelsPage {
   isLoading(model) {
     if (model.peerID) return false;
     if (model.state === "starting" || this.pending.has(model.id)) return true;
-    const progress = this.events.state.loading.get(model.id);
+    const progress = this.progress.get(model.id);
     return progress?.phase === "evicting" && model.state !== "ready";
   }
 
   /** Elapsed and expected ms of a model's load, moving with local time. */
   loadTimes(id) {
-    const progress = this.events.state.loading.get(id);
+    const progress = this.progress.get(id);
     const now = performance.now();
     if (progress) {
       return {
