@@ -155,4 +155,5 @@ def test_screenshot(tmp_path: Path, page: Page) -> None:
         page.get_by_role("button", name="Cancel loading llama-3.1-8b-instruct").click()
         expect(row(page, "llama-3.1-8b-instruct").locator(".state-text")).to_have_text("stopped")
     finally:
+        page.goto("about:blank")  # close the event stream before the server goes
         stop_modelswap(server.proc)

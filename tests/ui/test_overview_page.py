@@ -89,6 +89,7 @@ def test_disabled_monitor_and_nothing_running(tmp_path: Path, watched: WatchedPa
         expect(page.get_by_text("No model is running.")).to_be_visible()
         expect(page.get_by_text("The performance monitor is disabled")).to_be_visible()
     finally:
+        page.goto("about:blank")  # close the event stream before the server goes
         stop_modelswap(server.proc)
     # The page handles the 503; only Chromium's own resource line remains, and it is expected.
     resource_503 = "the server responded with a status of 503"

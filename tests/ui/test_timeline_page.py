@@ -1,0 +1,121 @@
+"""Timeline page: lanes, state bars, request marks and the swaps that evicted models."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.ui.conftest import UiServer, model_entry, start_modelswap, stop_modelswap
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "ui"
+SVG = "svg.timeline"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
+    """Two models in the default group: one at a time, each load evicts the other."""
+    tmp: Path = tmp_path_factory.mktemp("ui-timeline")
+    config = {
+        "models": {
+            "alpha": model_entry(tmp, "alpha", startup_delay=0.3),
+            "beta": model_entry(tmp, "beta", startup_delay=0.3),
+        }
+    }
+    running = start_modelswap(tmp, config)
+    yield running
+    stop_modelswap(running.proc)
+
+
+def chat(url: str, model: str) -> None:
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+    request = urllib.request.Request(
+        f"{url}/v1/chat/completions",
+        data=body.encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+        response.read()
+
+
+def test_swaps_between_two_models_appear_live(server: UiServer, page: Page) -> None:
+    page.goto(f"{server.url}/ui/#/timeline")
+    expect(page.get_by_role("button", name="Show 15 min")).to_have_attribute("aria-pressed", "true")
+    expect(page.get_by_text("No activity in the last 15 minutes.")).to_be_visible()
+    page.get_by_role("button", name="Show the last hour").click()
+    expect(page.get_by_text("No activity in the last hour.")).to_be_visible()
+    expect(page.get_by_role("button", name="Show 1 h")).to_be_focused()
+
+    for model in ("alpha", "beta", "alpha"):  # each one evicts the other
+        chat(server.url, model)
+    svg = page.locator(SVG)
+    expect(svg.locator(".lane[data-model='alpha']")).to_be_visible()
+    expect(svg.locator(".lane[data-model='beta']")).to_be_visible()
+    # beta's load evicted alpha, then alpha's load evicted beta: connectors, reason "group".
+    beta_swap = svg.locator(".swap[data-model='beta'][data-evict='alpha']")
+    expect(beta_swap).to_have_attribute("data-reason", "group")
+    expect(beta_swap).to_have_attribute(
+        "aria-label", re.compile(r"^swap \d+: loaded beta, evicted alpha \(group\), \d+\.\d s$")
+    )
+    expect(beta_swap.locator(".swap-label")).to_have_text("group")
+    expect(svg.locator(".swap[data-model='alpha'][data-evict='beta']")).to_have_count(1)
+    # Each request is a mark on its model's lane; each model had a ready stretch.
+    expect(svg.locator(".req")).to_have_count(3)
+    expect(svg.locator(".req title").first).to_contain_text("request")
+    expect(svg.locator(".bar-ready")).to_have_count(3)
+    expect(page.locator(".swap-list li")).to_have_count(3)
+
+
+def test_keyboard_zoom_and_focusable_swaps(server: UiServer, page: Page) -> None:
+    chat(server.url, "beta")  # at least one swap exists whatever ran before
+    page.goto(f"{server.url}/ui/#/timeline")
+    swaps = page.locator(f"{SVG} .swap")
+    expect(swaps.first).to_be_visible()
+    page.get_by_role("button", name="Show 5 min").focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("button", name="Show 5 min")).to_have_attribute("aria-pressed", "true")
+    expect(page.get_by_role("button", name="Show 15 min")).to_have_attribute(
+        "aria-pressed", "false"
+    )
+    # Tab order: the zoom buttons, then each swap in the drawing.
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    focused = page.locator(":focus")
+    expect(focused).to_have_class(re.compile(r"\bswap\b"))
+    expect(focused).to_have_attribute("aria-label", re.compile(r"^swap \d+: loaded "))
+    # The zoom choice survives a reload.
+    page.reload()
+    expect(page.get_by_role("button", name="Show 5 min")).to_have_attribute("aria-pressed", "true")
+
+
+def test_screenshot(tmp_path: Path, page: Page) -> None:
+    """docs/ui/timeline.png: three clients thrashing one GPU group (one model at a time)."""
+    models = {
+        "qwen2.5-coder-7b": model_entry(
+            tmp_path, "qwen2.5-coder-7b", startup_delay=0.4, slow_body=0.3
+        ),
+        "llama-3.1-8b": model_entry(tmp_path, "llama-3.1-8b", startup_delay=1, slow_body=0.45),
+        "nomic-embed": model_entry(tmp_path, "nomic-embed", startup_delay=0, slow_body=0.1),
+    }
+    server = start_modelswap(tmp_path, {"models": models})
+    try:
+        page.goto(f"{server.url}/ui/#/timeline")
+        page.get_by_role("button", name="Show 1 min").click()
+        with ThreadPoolExecutor(3) as pool:  # three clients at once, each wanting its model
+            for _ in range(2):
+                list(pool.map(lambda model: chat(server.url, model), sorted(models)))
+        expect(page.locator(f"{SVG} .req")).to_have_count(6)
+        expect(page.locator(f"{SVG} .swap").first).to_be_visible()
+        DOCS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(DOCS / "timeline.png"))
+    finally:
+        page.goto("about:blank")  # close the event stream before the server goes
+        stop_modelswap(server.proc)
