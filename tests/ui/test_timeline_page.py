@@ -4,18 +4,38 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
-from tests.ui.conftest import UiServer, model_entry, start_modelswap, stop_modelswap
+from tests.ui.conftest import (
+    TIMEOUT_MS,
+    UiServer,
+    model_entry,
+    start_modelswap,
+    stop_modelswap,
+)
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "ui"
 SVG = "svg.timeline"
+BUDGET_MS = 300
+MARKS = 1000
+
+# Set before any page script runs: when the 1,000th request mark is in the DOM.
+MARK_DRAWN = """
+window.__drawnAt = null;
+new MutationObserver((_, observer) => {
+  if (document.querySelectorAll('svg.timeline .req').length >= MARKS) {
+    window.__drawnAt = performance.now();
+    observer.disconnect();
+  }
+}).observe(document, { childList: true, subtree: true });
+""".replace("MARKS", str(MARKS))
 
 
 @pytest.fixture(scope="module")
@@ -96,24 +116,74 @@ def test_keyboard_zoom_and_focusable_swaps(server: UiServer, page: Page) -> None
     expect(page.get_by_role("button", name="Show 5 min")).to_have_attribute("aria-pressed", "true")
 
 
+def drawn_ms(browser: Browser, url: str) -> float:
+    """A cold load (fresh context): navigation start → every request mark drawn."""
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.add_init_script(MARK_DRAWN)
+        page.goto(f"{url}/ui/#/timeline")
+        page.wait_for_function("window.__drawnAt !== null")
+        drawn: float = page.evaluate("window.__drawnAt")
+        page.goto("about:blank")
+        assert errors == []
+        return drawn
+    finally:
+        context.close()
+
+
+def test_draws_1000_requests_in_under_300_ms(tmp_path: Path, browser: Browser) -> None:
+    models = {"a": model_entry(tmp_path, "a"), "b": model_entry(tmp_path, "b")}
+    config = {"models": models, "groups": {"both": {"swap": False, "members": ["a", "b"]}}}
+    server = start_modelswap(tmp_path, config)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: chat(server.url, "ab"[i % 2]), range(MARKS)))
+        # Best of five: the budget is for our code, not for whatever else the
+        # (2-core) machine runs at that moment. Each load includes the HTML, every
+        # module, /api/events, /api/timeline and drawing all 1,000 marks.
+        times = [drawn_ms(browser, server.url) for _ in range(5)]
+        assert min(times) < BUDGET_MS, f"drawn after {[round(t) for t in times]} ms"
+    finally:
+        stop_modelswap(server.proc)
+
+
+def status_of_chat(url: str, model: str) -> int:
+    """A chat's HTTP status, errors included."""
+    try:
+        chat(url, model)
+    except urllib.error.HTTPError as error:
+        return error.code
+    return 200
+
+
 def test_screenshot(tmp_path: Path, page: Page) -> None:
-    """docs/ui/timeline.png: three clients thrashing one GPU group (one model at a time)."""
+    """docs/ui/timeline.png: clients thrashing one GPU group (one model at a time)."""
     models = {
         "qwen2.5-coder-7b": model_entry(
-            tmp_path, "qwen2.5-coder-7b", startup_delay=0.4, slow_body=0.3
+            tmp_path, "qwen2.5-coder-7b", startup_delay=0.5, slow_body=0.4
         ),
-        "llama-3.1-8b": model_entry(tmp_path, "llama-3.1-8b", startup_delay=1, slow_body=0.45),
+        "llama-3.1-8b": model_entry(tmp_path, "llama-3.1-8b", startup_delay=1, slow_body=0.8),
         "nomic-embed": model_entry(tmp_path, "nomic-embed", startup_delay=0, slow_body=0.1),
+        "mistral-broken": model_entry(tmp_path, "mistral-broken", exit_at_start=1),
     }
     server = start_modelswap(tmp_path, {"models": models})
+    rounds = [
+        ["qwen2.5-coder-7b", "llama-3.1-8b", "nomic-embed"],
+        ["qwen2.5-coder-7b", "mistral-broken", "llama-3.1-8b", "nomic-embed"],
+    ]
     try:
         page.goto(f"{server.url}/ui/#/timeline")
         page.get_by_role("button", name="Show 1 min").click()
-        with ThreadPoolExecutor(3) as pool:  # three clients at once, each wanting its model
-            for _ in range(2):
-                list(pool.map(lambda model: chat(server.url, model), sorted(models)))
-        expect(page.locator(f"{SVG} .req")).to_have_count(6)
-        expect(page.locator(f"{SVG} .swap").first).to_be_visible()
+        with ThreadPoolExecutor(4) as pool:  # clients at once, each wanting its own model
+            statuses = [list(pool.map(lambda m: status_of_chat(server.url, m), r)) for r in rounds]
+        assert statuses == [[200, 200, 200], [200, 500, 200, 200]], statuses
+        expect(page.locator(f"{SVG} .req")).to_have_count(7)
+        expect(page.locator(f"{SVG} .req.req-error")).to_have_count(1)
+        expect(page.locator(f"{SVG} .swap.swap-failed")).to_have_count(1)
         DOCS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(DOCS / "timeline.png"))
     finally:

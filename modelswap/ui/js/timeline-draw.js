@@ -128,10 +128,11 @@ export function drawTimeline(data, { window, width }) {
   const step = tickStep(window);
   const axis = s("g", { class: "axis", "aria-hidden": "true" });
   for (let t = Math.ceil(start / step) * step; t <= now; t += step) {
-    axis.append(
-      s("line", { class: "grid", x1: x(t), x2: x(t), y1: AXIS_H - 4, y2: height }),
-      s("text", { x: x(t), y: AXIS_H - 9, "text-anchor": "middle" }, clock(t, step < 60)),
-    );
+    axis.append(s("line", { class: "grid", x1: x(t), x2: x(t), y1: AXIS_H - 4, y2: height }));
+    if (x(now) - x(t) > 50) {
+      // (too close to "now" to be read beside it)
+      axis.append(s("text", { x: x(t), y: AXIS_H - 9, "text-anchor": "middle" }, clock(t, step < 60)));
+    }
   }
   axis.append(
     s("line", { class: "now", x1: x(now), x2: x(now), y1: AXIS_H - 4, y2: height }),
@@ -172,27 +173,47 @@ export function drawTimeline(data, { window, width }) {
   }
   svg.append(bars);
 
-  // Requests: a line from arrival to service, a tick at service.
+  // Requests: a dashed line from arrival to service, a tick at the grant, a
+  // thick line while served. The visible strokes are a few long paths (one
+  // per kind and status class: thousands of marks stay cheap to lay out);
+  // each request also gets one transparent line carrying its tooltip.
   const requests = data.requests.filter((r) => lane.has(r.model) && r.ended >= start);
   const shown = requests.slice(-MAX_REQUESTS);
-  const marks = s("g", { class: "requests" });
+  const strokes = new Map(); // "req-ok" → {wait: [], serve: [], tick: []}
+  const hits = s("g", { class: "req-hits" });
   for (const r of shown) {
     const y = laneTop(r.model) + REQ_Y;
     const served = r.granted === null || r.granted === undefined ? r.ended : r.granted;
     const x1 = x(r.arrived);
     const x2 = Math.max(x(served), x1 + 1);
+    const x3 = Math.max(x(r.ended), x2 + 1);
+    const cls = statusClass(r.status);
+    if (!strokes.has(cls)) strokes.set(cls, { wait: [], serve: [], tick: [] });
+    const d = strokes.get(cls);
+    d.wait.push(`M${x1.toFixed(1)} ${y}H${x2.toFixed(1)}`);
+    d.serve.push(`M${x2.toFixed(1)} ${y}H${x3.toFixed(1)}`);
+    d.tick.push(`M${x2.toFixed(1)} ${y - 5}V${y + 5}`);
+    const hit = document.createElementNS(NS, "line");
+    hit.setAttribute("class", `req ${cls}`);
+    hit.setAttribute("data-request", r.id);
+    hit.setAttribute("x1", x1.toFixed(1));
+    hit.setAttribute("x2", x3.toFixed(1));
+    hit.setAttribute("y1", y);
+    hit.setAttribute("y2", y);
+    const title = document.createElementNS(NS, "title");
+    title.textContent = describeRequest(r);
+    hit.append(title);
+    hits.append(hit);
+  }
+  const marks = s("g", { class: "requests", "aria-hidden": "true" });
+  for (const [cls, d] of strokes) {
     marks.append(
-      s(
-        "g",
-        { class: `req ${statusClass(r.status)}`, "data-request": r.id },
-        s("title", {}, describeRequest(r)),
-        s("line", { class: "req-wait", x1, x2, y1: y, y2: y }),
-        s("line", { class: "req-serve", x1: x2, x2: Math.max(x(r.ended), x2 + 1), y1: y, y2: y }),
-        s("line", { class: "req-tick", x1: x2, x2, y1: y - 5, y2: y + 5 }),
-      ),
+      s("path", { class: `req-wait ${cls}`, d: d.wait.join("") }),
+      s("path", { class: `req-serve ${cls}`, d: d.serve.join("") }),
+      s("path", { class: `req-tick ${cls}`, d: d.tick.join("") }),
     );
   }
-  svg.append(marks);
+  svg.append(marks, hits);
 
   // Swaps: a connector per evicted model, evicted lane → loaded lane, at the start.
   const swaps = s("g", { class: "swaps" });

@@ -6,7 +6,14 @@
 // a second) and every 10 s so "now" moves. Drawing is in js/timeline-draw.js.
 
 import { h, replace } from "../js/dom.js";
-import { describeSwap, drawTimeline } from "../js/timeline-draw.js";
+
+// The drawing module loads while the first /api/timeline request runs (a
+// static import would make the request wait for it).
+let drawing = null;
+function loadDrawing() {
+  drawing ??= import("../js/timeline-draw.js");
+  return drawing;
+}
 
 const ZOOMS = [
   { label: "1 min", seconds: 60 },
@@ -33,7 +40,7 @@ class TimelinePage {
     this.data = null;
     this.fetching = false;
     this.again = false;
-    this.lastFetch = 0;
+    this.lastFetch = -Infinity;
     this.pendingTimer = null;
     this.timer = null;
 
@@ -140,7 +147,12 @@ class TimelinePage {
     const window = this.window;
     const since = new Date(Date.now() - (window + 5) * 1000).toISOString();
     try {
-      this.data = await this.ctx.api.getJSON(`/api/timeline?since=${encodeURIComponent(since)}`, { signal: this.ctx.signal });
+      const [data, draw] = await Promise.all([
+        this.ctx.api.getJSON(`/api/timeline?since=${encodeURIComponent(since)}`, { signal: this.ctx.signal }),
+        loadDrawing(),
+      ]);
+      this.data = data;
+      this.draw = draw;
       this.error.hidden = true;
       this.render();
     } catch (error) {
@@ -158,7 +170,8 @@ class TimelinePage {
 
   render() {
     const data = this.data;
-    if (!data) return;
+    if (!data || !this.draw) return;
+    const { describeSwap, drawTimeline } = this.draw;
     this.drawnWidth = Math.floor(this.plot.clientWidth);
     const width = Math.max(480, this.drawnWidth || 900);
     // Keep the focused swap focused across a redraw.
