@@ -179,6 +179,7 @@ def test_loading_state_then_activity_row_with_tokens_load_and_capture(
     expect(reasoning.locator(".reasoning-text")).to_contain_text("Done!")
     expect(reasoning).not_to_have_attribute("open", "")  # folded away once the answer came
     expect(reasoning.locator("summary")).to_contain_text("Reasoning")
+    session = page.locator(".session").inner_text().rsplit(" ", 1)[-1]
 
     # The same request in Activity: tokens, and the swap it waited for.
     page.get_by_role("link", name="Activity").click()
@@ -211,6 +212,8 @@ def test_loading_state_then_activity_row_with_tokens_load_and_capture(
     body = dialog.locator(".capture-request pre")
     expect(body).to_contain_text(prompt)
     expect(body).to_contain_text('"model": "sleepy"')
+    headers = dialog.locator("table.headers").first
+    expect(headers.locator("tr", has_text="X-Session-Id")).to_contain_text(session)
     expect(dialog.locator(".capture-response .reassembled")).to_contain_text("Hello from sleepy")
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
