@@ -111,6 +111,8 @@ def test_keyboard_zoom_and_focusable_swaps(server: UiServer, page: Page) -> None
     focused = page.locator(":focus")
     expect(focused).to_have_class(re.compile(r"\bswap\b"))
     expect(focused).to_have_attribute("aria-label", re.compile(r"^swap \d+: loaded "))
+    label = focused.get_attribute("aria-label")
+    expect(page.locator(".swap-detail")).to_have_text(label or "")  # shown, not only spoken
     # The zoom choice survives a reload.
     page.reload()
     expect(page.get_by_role("button", name="Show 5 min")).to_have_attribute("aria-pressed", "true")

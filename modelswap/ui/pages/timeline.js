@@ -1,5 +1,5 @@
 // Timeline: why the GPU thrashed, at a glance. One lane per model over the
-// last 5 min / 15 min / 1 h, from `GET /api/timeline?since=…`: when each model
+// last 1 min / 5 min / 15 min / 1 h (zoom buttons; 15 min by default), from `GET /api/timeline?since=…`: when each model
 // was starting, ready and stopping, every request from arrival to service,
 // and every swap as a connector from the model it evicted to the model it
 // loaded. Refreshed on modelStatus/activity/loadProgress events (at most once
@@ -56,8 +56,16 @@ class TimelinePage {
         zoom.label,
       ),
     );
-    this.summary = h("p", { class: "muted timeline-summary", role: "status" });
+    this.summary = h("p", { class: "muted timeline-summary" }); // not live: it changes every second while loading
     this.plot = h("div", { class: "timeline-plot" });
+    // A focused swap's description, visible (a <title> tooltip only shows on hover).
+    this.detail = h("p", { class: "swap-detail", "aria-hidden": "true" });
+    this.plot.addEventListener("focusin", (event) => {
+      this.detail.textContent = event.target.closest?.(".swap")?.getAttribute("aria-label") || "";
+    });
+    this.plot.addEventListener("focusout", () => {
+      this.detail.textContent = "";
+    });
     this.error = h("p", { class: "error", role: "alert", hidden: true });
     this.swapList = h("ol", { class: "swap-list", reversed: true });
     this.swapCard = h("div", { class: "card", hidden: true }, h("h2", {}, "Recent swaps"), this.swapList);
@@ -75,6 +83,7 @@ class TimelinePage {
         this.summary,
         this.error,
         this.plot,
+        this.detail,
       ),
       this.swapCard,
     );
