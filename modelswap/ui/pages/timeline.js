@@ -5,6 +5,7 @@
 // loaded. Refreshed on modelStatus/activity/loadProgress events (at most once
 // a second) and every 10 s so "now" moves. Drawing is in js/timeline-draw.js.
 
+import { getJSON } from "../js/api.js";
 import { h, replace } from "../js/dom.js";
 
 // The drawing module loads while the first /api/timeline request runs (a
@@ -13,6 +14,11 @@ let drawing = null;
 function loadDrawing() {
   drawing ??= import("../js/timeline-draw.js");
   return drawing;
+}
+
+function timelineURL(window) {
+  const since = new Date(Date.now() - (window + 5) * 1000).toISOString();
+  return `/api/timeline?since=${encodeURIComponent(since)}`;
 }
 
 const ZOOMS = [
@@ -27,6 +33,25 @@ const MIN_GAP_MS = 1000; // at most one refresh a second
 const EVERY_MS = 10_000;
 const RECENT_SWAPS = 8;
 
+function savedZoom() {
+  const saved = Number(localStorage.getItem(ZOOM_KEY));
+  return ZOOMS.some((z) => z.seconds === saved) ? saved : DEFAULT_ZOOM;
+}
+
+// The first request starts as this module is evaluated — the shell mounts the
+// page a few tasks later (after its queued event-stream messages), and the
+// answer is on its way meanwhile. Used once, by a mount within EARLY_MS.
+const EARLY_MS = 2000;
+let early = { window: savedZoom(), at: performance.now(), answer: getJSON(timelineURL(savedZoom())) };
+early.answer.catch(() => {}); // a page that never mounts must not leave an unhandled rejection
+loadDrawing();
+
+function takeEarly(window) {
+  const taken = early;
+  early = null;
+  return taken && taken.window === window && performance.now() - taken.at < EARLY_MS ? taken.answer : null;
+}
+
 function windowName(seconds) {
   if (seconds >= 3600) return "the last hour";
   return seconds <= 60 ? "the last minute" : `the last ${Math.round(seconds / 60)} minutes`;
@@ -35,8 +60,7 @@ function windowName(seconds) {
 class TimelinePage {
   constructor(root, ctx) {
     this.ctx = ctx;
-    this.window = Number(localStorage.getItem(ZOOM_KEY)) || DEFAULT_ZOOM;
-    if (!ZOOMS.some((z) => z.seconds === this.window)) this.window = DEFAULT_ZOOM;
+    this.window = savedZoom();
     this.data = null;
     this.fetching = false;
     this.again = false;
@@ -154,12 +178,10 @@ class TimelinePage {
     this.fetching = true;
     this.lastFetch = performance.now();
     const window = this.window;
-    const since = new Date(Date.now() - (window + 5) * 1000).toISOString();
     try {
-      const [data, draw] = await Promise.all([
-        this.ctx.api.getJSON(`/api/timeline?since=${encodeURIComponent(since)}`, { signal: this.ctx.signal }),
-        loadDrawing(),
-      ]);
+      const answer = takeEarly(window) || this.ctx.api.getJSON(timelineURL(window), { signal: this.ctx.signal });
+      const [data, draw] = await Promise.all([answer, loadDrawing()]);
+      if (this.ctx.signal.aborted) return;
       this.data = data;
       this.draw = draw;
       this.error.hidden = true;
