@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from modelswap.router.facts import RouterFact, SwapFinished, SwapStarted
+from modelswap.router.facts import SWAP_CANCELLED, RouterFact, SwapFinished, SwapStarted
 
 __all__ = ["KEEP", "LoadEstimate", "LoadEstimates", "LoadProgress"]
 
@@ -76,10 +76,16 @@ class LoadEstimates:
 Publish = Callable[[str, Any], None]
 
 
+def _phase(error: str | None) -> str:
+    if error is None:
+        return "ready"
+    return "cancelled" if error == SWAP_CANCELLED else "failed"
+
+
 class LoadProgress:
     """Publishes ``loadProgress`` events while swaps run (see module docstring).
 
-    Payload: ``{"model", "swap_id", "phase": "evicting"|"loading"|"ready"|"failed",
+    Payload: ``{"model", "swap_id", "phase": "evicting"|"loading"|"ready"|"failed"|"cancelled",
     "evicting": [...], "elapsed_ms", "expected_ms" (null: no history yet),
     "samples"}``; ``elapsed_ms`` counts from the swap's start.
     """
@@ -109,7 +115,7 @@ class LoadProgress:
             started = self._running.pop(fact.swap_id, None)
             if started is not None:
                 started[1].cancel()
-                self._emit(started[0], "ready" if fact.error is None else "failed", fact.finished)
+                self._emit(started[0], _phase(fact.error), fact.finished)
 
     def _emit(self, fact: SwapStarted, phase: str, now: float | None = None) -> None:
         estimate = self._estimates.expected(fact.model)

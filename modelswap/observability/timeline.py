@@ -24,9 +24,10 @@ publishers); nothing here does I/O. Entries are immutable, so a
 arrive. Bounded twice: by age (the window, one hour) and by count (oldest
 dropped first, counted in :attr:`TimelineStatistics.dropped`).
 
-A swap cancelled by an unload or shutdown publishes no fact; whoever knows
-which swaps are still live calls :meth:`Timeline.close_stale_swaps`, which
-ends the others with the error ``cancelled``.
+A swap cancelled by an unload or shutdown finishes with the error
+``cancelled`` (the router publishes that fact when it cancels it);
+:meth:`Timeline.close_stale_swaps` remains as a backstop that ends any open
+swap the router no longer runs the same way.
 """
 
 from __future__ import annotations

@@ -16,7 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeAlias
 
-__all__ = ["FactListener", "RouterFact", "SwapFinished", "SwapStarted"]
+__all__ = ["SWAP_CANCELLED", "FactListener", "RouterFact", "SwapFinished", "SwapStarted"]
+
+SWAP_CANCELLED = "cancelled"
+"""``SwapFinished.error`` of a swap an unload or shutdown cancelled."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +44,8 @@ class SwapFinished:
 
     ``evicted`` is when the evictees had stopped (== ``started`` when there
     were none); ``finished`` when the target was ready or had failed. A swap
-    cancelled by an unload or shutdown publishes nothing.
+    cancelled by an unload or shutdown finishes with ``error`` ==
+    :data:`SWAP_CANCELLED` when it is cancelled.
     """
 
     swap_id: int

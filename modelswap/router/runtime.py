@@ -49,7 +49,13 @@ from modelswap.errors import (
     ShutdownInProgressError,
 )
 from modelswap.process import ManagedProcess, ProcessState, ProcessStatistics, StateChange
-from modelswap.router.facts import FactListener, RouterFact, SwapFinished, SwapStarted
+from modelswap.router.facts import (
+    SWAP_CANCELLED,
+    FactListener,
+    RouterFact,
+    SwapFinished,
+    SwapStarted,
+)
 from modelswap.router.preload import PreloadListener, preload_models
 from modelswap.router.ticket import GrantedUpstream, LocalTicket, ServeGrant, outcome_error
 
@@ -587,7 +593,9 @@ class LocalRouter:
                     self._swap(decision, times), f"swap[{decision.model}#{decision.swap_id}]"
                 )
             case d.CancelSwap(swap_id=swap_id):
-                self._swap_times.pop(swap_id, None)
+                dropped = self._swap_times.pop(swap_id, None)
+                if dropped is not None:  # observers learn the swap ended, and why
+                    self._publish(dropped.finished(self._clock(), SWAP_CANCELLED))
                 task = self._swap_tasks.pop(swap_id, None)
                 if task is not None:
                     task.cancel()

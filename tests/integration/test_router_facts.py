@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from modelswap.config import load_config_text
-from modelswap.errors import SwapFailedError
+from modelswap.errors import ModelUnloadedError, SwapFailedError
 from modelswap.router.build import build_router
-from modelswap.router.facts import RouterFact, SwapFinished, SwapStarted
+from modelswap.router.facts import SWAP_CANCELLED, RouterFact, SwapFinished, SwapStarted
 from modelswap.router.runtime import LocalRouter
 from modelswap.testing.fake_process import fake_upstream_env
 from tests.integration.router_harness import Lab, serve, until
@@ -88,3 +88,19 @@ async def test_a_failed_start_is_published_with_its_error(lab: Lab) -> None:
         await serve(router, "x")
     (done,) = [f for f in facts if isinstance(f, SwapFinished)]
     assert done.model == "x" and done.error == failed.value.reason
+
+
+async def test_a_swap_cancelled_by_an_unload_finishes_as_cancelled(lab: Lab) -> None:
+    lab.model("slow", startup_delay=30)
+    config = load_config_text(lab.config_text(), "test.yaml", environ={}).config
+    router = build_router(config, base_env=fake_upstream_env())
+    lab.routers.append(router)
+    facts: list[RouterFact] = []
+    router.subscribe_facts(facts.append)
+    waiting = asyncio.create_task(serve(router, "slow"))
+    await until(router, lambda s: len(s.scheduler.swaps) == 1)
+    await router.unload(["slow"])
+    with pytest.raises(ModelUnloadedError):
+        await waiting
+    (done,) = [f for f in facts if isinstance(f, SwapFinished)]
+    assert (done.model, done.error) == ("slow", SWAP_CANCELLED)

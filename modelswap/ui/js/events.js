@@ -117,7 +117,7 @@ export class Events {
         }
         break;
       case "loadProgress":
-        if (data.phase === "ready" || data.phase === "failed") state.loading.delete(data.model);
+        if (["ready", "failed", "cancelled"].includes(data.phase)) state.loading.delete(data.model);
         else state.loading.set(data.model, { ...data, receivedAt: performance.now() });
         break;
       case "profileChanged":
