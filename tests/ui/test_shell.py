@@ -6,9 +6,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
-from tests.ui.conftest import UiServer, model_entry, start_modelswap, stop_modelswap
+from tests.ui.conftest import (
+    UiServer,
+    WatchedPage,
+    model_entry,
+    start_modelswap,
+    stop_modelswap,
+)
 
 PAGES = ["models", "playground", "activity", "timeline", "logs", "overview"]
 
@@ -44,3 +50,27 @@ def test_keyboard_alone_reaches_every_page(server: UiServer, page: Page) -> None
         expect(page.locator(f".nav a[data-page={name}]")).to_be_focused()
         page.keyboard.press("Enter")
         expect(page.locator(f"section[data-page={name}]")).to_be_visible()
+
+
+def test_with_api_keys_the_browser_logs_in_and_everything_works(
+    tmp_path_factory: pytest.TempPathFactory, browser: Browser
+) -> None:
+    """apiKeys set: without credentials the UI is refused; with the key as password it works."""
+    tmp: Path = tmp_path_factory.mktemp("ui-keys")
+    config = {"apiKeys": ["sk-ui-test"], "models": {"m1": model_entry(tmp, "m1")}}
+    running = start_modelswap(tmp, config)
+    try:
+        anonymous = browser.new_context()
+        assert anonymous.request.get(f"{running.url}/ui/").status == 401
+        assert anonymous.request.get(f"{running.url}/api/events").status == 401
+        anonymous.close()
+        context = browser.new_context(http_credentials={"username": "me", "password": "sk-ui-test"})
+        watched = WatchedPage(context.new_page())
+        watched.page.goto(f"{running.url}/ui/#/models")
+        # The event stream (EventSource) authenticated too: the model list arrived.
+        expect(watched.page.locator("#connection")).to_have_attribute("aria-label", "connected")
+        expect(watched.page.locator("section[data-page=models]")).to_contain_text("m1")
+        context.close()
+        assert watched.errors == []
+    finally:
+        stop_modelswap(running.proc)
