@@ -55,7 +55,7 @@ from modelswap.process import operations as ops
 from modelswap.process.child import Child
 from modelswap.process.command import stop_command_argv
 from modelswap.process.portcheck import ensure_port_free
-from modelswap.process.readiness import wait_healthy
+from modelswap.process.readiness import probe_session, wait_healthy
 from modelswap.process.spec import Launch, ProcessSpec, format_duration, prepare_launch
 from modelswap.process.state import (
     ProcessState,
@@ -454,9 +454,7 @@ class ManagedProcess:
         async with contextlib.AsyncExitStack() as stack:
             session = self._http
             if session is None:
-                session = await stack.enter_async_context(
-                    aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=2), trust_env=False)
-                )
+                session = await stack.enter_async_context(probe_session())
             timeout = self.spec.health_check_timeout
             health = asyncio.create_task(wait_healthy(session, health_url, timeout=timeout))
             stack.push_async_callback(_cancel_and_wait, health)

@@ -14,6 +14,12 @@ probe has its own timeout (:data:`REQUEST_TIMEOUT`), and the whole poll runs
 under the overall deadline, so an endpoint that accepts the connection and
 never answers cannot hold a start past ``healthCheckTimeout``.
 
+Probes go through :func:`probe_session`, whose connections re-arm
+``TCP_QUICKACK`` (:mod:`modelswap.quickack`): an upstream that leaves Nagle on
+and sends headers and body apart (Python's ``http.server``) would otherwise
+answer every probe on the kept-alive connection ~40 ms late, and readiness
+would be noticed that much later on every start.
+
 Racing the poll against the child's exit is the caller's job (the process's
 controller waits on both), which keeps this module about HTTP only.
 """
@@ -26,12 +32,19 @@ from collections.abc import Callable
 
 import aiohttp
 
+from modelswap.quickack import QuickAckConnector
+
 FIRST_INTERVAL = 0.005
 BACKOFF = 1.5
 FAST_MAX_INTERVAL = 0.015
 SLOW_AFTER = 5.0
 SLOW_MAX_INTERVAL = 0.05
 REQUEST_TIMEOUT = 2.0
+
+
+def probe_session() -> aiohttp.ClientSession:
+    """A small pool for one start's probes: keep-alive, quick ACKs, no proxy from env."""
+    return aiohttp.ClientSession(connector=QuickAckConnector(limit=2), trust_env=False)
 
 
 def next_interval(interval: float, elapsed: float) -> float:

@@ -67,6 +67,7 @@ from yarl import URL
 
 from modelswap.config import ModelTimeouts
 from modelswap.errors import UpstreamError
+from modelswap.quickack import QuickAckConnector
 from modelswap.server.access_log import add_body_bytes, remember_response
 from modelswap.server.headers import (
     SSE_CONTENT_TYPE,
@@ -186,7 +187,7 @@ class UpstreamClient:
         )
         session = self._sessions.get(key)
         if session is None:
-            connector = aiohttp.TCPConnector(
+            connector = QuickAckConnector(  # Nagle-bound upstreams must not stall us
                 limit=0,
                 keepalive_timeout=float(key.idle_conn) if key.idle_conn else None,
                 socket_factory=_keepalive_factory(key.keepalive) if key.keepalive else None,

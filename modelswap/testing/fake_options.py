@@ -31,12 +31,20 @@ class Options:
     event_log: str | None = None
     close_after_response: bool = False
     metrics: bool = False
+    nagle: bool = False
 
     @property
     def text(self) -> str:
         return (
             self.response_text if self.response_text is not None else f"Hello from {self.model_id}"
         )
+
+
+_NOT_WITH_NAGLE = (
+    "chunk_interval", "exit_at_start", "crash_after", "ignore_sigterm", "fork_grandchild",
+    "slow_body", "close_after_response", "metrics",
+)  # fmt: skip
+"""Options the ``--nagle`` server (:mod:`modelswap.testing.fake_nagle`) does not implement."""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -68,7 +76,18 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
                    "arrives (llama-server drops kept-alive connections after streams)")  # fmt: skip
     p.add_argument("--metrics", action="store_true",
                    help="serve Prometheus text at /metrics (like llama-server)")  # fmt: skip
+    p.add_argument("--nagle", action="store_true",
+                   help="serve with the stdlib http.server, Nagle on, headers and body in "
+                   "separate sends (stalls ~40 ms per kept-alive answer without quick ACKs; "
+                   "/health, /v1/models, /v1/chat/completions only)")  # fmt: skip
     ns = p.parse_args(argv)
     if ns.chunks < 1:
         p.error("--chunks must be >= 1")
+    if ns.nagle:
+        unsupported = [
+            name for name in _NOT_WITH_NAGLE if getattr(ns, name) not in (None, False, 0)
+        ]
+        if unsupported:
+            flags = ", ".join("--" + name.replace("_", "-") for name in unsupported)
+            p.error(f"--nagle does not support {flags}")
     return Options(**vars(ns))

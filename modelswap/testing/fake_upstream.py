@@ -623,6 +623,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if opts.fork_grandchild:
         child = spawn_grandchild()
         print(f"grandchild pid {child.pid}", flush=True)
+    if opts.nagle:  # a different server on purpose: see fake_nagle's docstring
+        from modelswap.testing.fake_nagle import serve_nagle
+
+        return serve_nagle(opts)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(serve(opts))
 
