@@ -147,16 +147,15 @@ def trim_base64(body: bytes) -> bytes:
     """
     if len(body) < TRIM_MIN_CHARS or _LONG_BASE64_RUN.search(body) is None:
         return body  # nothing long enough to trim: skip parsing (the common case)
-    stripped = body.lstrip()
-    if stripped[:1] in (b"{", b"["):
-        try:
-            document = json.loads(body)
-        except ValueError:
-            return body
-        document, changed = _walk(document)
-        return _dump(document) if changed else body
-    if b"data:" in body:
-        return _trim_sse(body)
+    try:
+        stripped = body.lstrip()
+        if stripped[:1] in (b"{", b"["):
+            document, changed = _walk(json.loads(body))
+            return _dump(document) if changed else body
+        if b"data:" in body:
+            return _trim_sse(body)
+    except (ValueError, RecursionError, MemoryError):
+        pass  # not JSON, or nested past what the parser (or the walk) can recurse: as sent
     return body
 
 
@@ -167,10 +166,9 @@ def _trim_sse(body: bytes) -> bytes:
         if len(line) < TRIM_MIN_CHARS or not line.startswith(b"data:"):
             continue
         try:
-            document = json.loads(line[5:])
-        except ValueError:
+            document, hit = _walk(json.loads(line[5:]))
+        except (ValueError, RecursionError):
             continue
-        document, hit = _walk(document)
         if hit:
             lines[index] = b"data: " + _dump(document)
             changed = True

@@ -133,8 +133,16 @@ def _reject_constant(name: str) -> Any:
 
 
 def _loads(data: bytes) -> Any:
-    """Strict JSON (NaN/Infinity rejected, as Go's validator does); ValueError if invalid."""
-    return json.loads(data, parse_constant=_reject_constant)
+    """Strict JSON (NaN/Infinity rejected, as Go's validator does); ValueError if invalid.
+
+    Also ValueError for what the parser cannot hold (nesting past its recursion
+    limit, no memory): an upstream's odd answer must never fail the recorder's
+    batch — the row is stored without figures, as for any unreadable body.
+    """
+    try:
+        return json.loads(data, parse_constant=_reject_constant)
+    except (RecursionError, MemoryError) as error:
+        raise ValueError(f"unparsable JSON: {type(error).__name__}") from None
 
 
 def _header(headers: Mapping[str, str], name: str) -> str:

@@ -25,12 +25,15 @@ Decisions where the spec leaves room:
 * **A non-string JSON ``model``** is taken in its JSON text form, as gjson's
   ``String()`` does (``123`` → ``"123"``, ``true`` → ``"true"``, ``null`` →
   empty); objects and arrays use compact JSON text.
+* **Bodies past the JSON parser's limits** (nesting deeper than ~900 levels,
+  integers over 4,300 digits) are read as llama-swap reads them: the model is
+  still found and the body forwarded as sent; UTF-16/32 bodies are refused
+  with the reason. See :mod:`modelswap.server.json_body`.
 """
 
 from __future__ import annotations
 
 import enum
-import json
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -40,6 +43,12 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from modelswap.errors import ClientError, ModelNotFoundError
+from modelswap.server.json_body import (
+    JSONBodyError,
+    RawJSON,
+    compact_text,
+    parse_json_body,
+)
 from modelswap.server.multipart import FormError, parse_media_type, text_fields
 
 MAX_BODY_BYTES = 256 * 1024 * 1024
@@ -80,7 +89,8 @@ class ModelRequest:
     ``model`` is the name the request is *routed* by; rewrites that must not
     change routing (``useModelName``) change only ``data``. ``data`` is None
     when the body was not read (stream it from the client). ``json`` is the
-    parsed top-level object of a JSON body (treat as read-only).
+    parsed top-level object of a JSON body (treat as read-only); a member the
+    parser could not hold is a :class:`~modelswap.server.json_body.RawJSON`.
     """
 
     kind: BodyKind
@@ -132,7 +142,7 @@ def json_text(value: Any) -> str:
         return str(value)
     if isinstance(value, float):
         return format(Decimal(repr(value)), "f")
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return compact_text(value)  # containers; a RawJSON as its source text, like gjson's Raw
 
 
 def json_truthy(value: Any) -> bool:
@@ -143,12 +153,9 @@ def json_truthy(value: Any) -> bool:
         return value != 0
     if isinstance(value, str):
         return value.lower() in _TRUE_STRINGS
+    if isinstance(value, RawJSON):
+        return value.truthy
     return False
-
-
-def encode_json(document: Any) -> bytes:
-    """A rewritten JSON body: compact, UTF-8, key order kept (formatting is not preserved)."""
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _first(pairs: list[tuple[str, str]], key: str) -> str | None:
@@ -199,11 +206,9 @@ def extract_model(
 def _from_json(query_string: str, data: bytes) -> ModelRequest:
     kind = BodyKind.JSON
     try:
-        parsed = json.loads(data)
-    except ValueError as error:
-        return ModelRequest(
-            kind, "", False, query_string, data=data, problem=f"invalid JSON body: {error}"
-        )
+        parsed = parse_json_body(data)
+    except JSONBodyError as error:
+        return ModelRequest(kind, "", False, query_string, data=data, problem=str(error))
     if not isinstance(parsed, dict):
         return ModelRequest(
             kind, "", False, query_string, data=data, problem="JSON body is not an object"

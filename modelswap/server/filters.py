@@ -14,7 +14,9 @@ numeric component indexes an existing array (``-1`` appends). Missing
 intermediate objects are created; a scalar in the way is replaced by an
 object. Edits copy only the containers on the edited path, so a large
 ``messages`` array is never copied. The body is re-serialised only when
-something changed (compact JSON; the client's formatting is not kept).
+something changed (compact JSON; the client's formatting is not kept). A path
+into a member kept as raw text (nested past the JSON parser's depth limit, see
+:mod:`modelswap.server.json_body`) cannot be edited: 400, never a silent skip.
 
 Order (as llama-swap): useModelName → strip → setParams (sorted) →
 setParamsByID[requested name] (sorted; overrides setParams).
@@ -28,7 +30,8 @@ from typing import Any
 
 from modelswap.config import Config
 from modelswap.errors import ModelswapError
-from modelswap.server.extract import BodyKind, ModelRequest, encode_json
+from modelswap.server.extract import BodyKind, ModelRequest
+from modelswap.server.json_body import RawJSON, encode_json
 from modelswap.server.multipart import FormError, replace_field
 
 Params = tuple[tuple[str, Any], ...]
@@ -120,8 +123,14 @@ def _index(key: str, length: int) -> int | None:
     return int(key) if key.isdigit() else None
 
 
+def _raw_in_the_way(node: Any, path: str) -> None:
+    if isinstance(node, RawJSON) and node.is_container:
+        raise RewriteError(f"cannot edit {path} in the request: it is nested too deeply")
+
+
 def _set(node: Any, keys: list[str], value: Any, path: str) -> Any:
     key, rest = keys[0], keys[1:]
+    _raw_in_the_way(node, path)
     if isinstance(node, list):
         index = _index(key, len(node))
         if index is None:
@@ -145,9 +154,10 @@ def set_path(document: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 _MISSING = object()
 
 
-def _delete(node: Any, keys: list[str]) -> Any:
+def _delete(node: Any, keys: list[str], path: str) -> Any:
     """``node`` without the path, or ``_MISSING`` when there was nothing to delete."""
     key, rest = keys[0], keys[1:]
+    _raw_in_the_way(node, path)
     if isinstance(node, dict):
         if key not in node:
             return _MISSING
@@ -155,7 +165,7 @@ def _delete(node: Any, keys: list[str]) -> Any:
         if not rest:
             del copy_map[key]
             return copy_map
-        child = _delete(node[key], rest)
+        child = _delete(node[key], rest, path)
         if child is _MISSING:
             return _MISSING
         copy_map[key] = child
@@ -168,7 +178,7 @@ def _delete(node: Any, keys: list[str]) -> Any:
         if not rest:
             del copy[index]
             return copy
-        child = _delete(node[index], rest)
+        child = _delete(node[index], rest, path)
         if child is _MISSING:
             return _MISSING
         copy[index] = child
@@ -178,7 +188,7 @@ def _delete(node: Any, keys: list[str]) -> Any:
 
 def delete_path(document: dict[str, Any], path: str) -> tuple[dict[str, Any], bool]:
     """``(copy without path, True)``, or ``(document, False)`` when the path is absent."""
-    result = _delete(document, split_path(path))
+    result = _delete(document, split_path(path), path)
     if result is _MISSING:
         return document, False
     assert isinstance(result, dict)

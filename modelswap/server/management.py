@@ -70,7 +70,7 @@ async def handle_put_active_profile(request: web.Request) -> web.Response:
     state = request.app[SERVER_STATE]
     try:
         body = json.loads(await request.read())
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past the parser's limit
         raise ClientError("invalid profile request") from None
     state.profiles.set_active(parse_active_request(body))
     return web.json_response({"active": state.profiles.active})

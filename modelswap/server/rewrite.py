@@ -26,8 +26,9 @@ from __future__ import annotations
 import dataclasses
 from urllib.parse import parse_qsl, quote_plus, unquote_plus, urlencode
 
-from modelswap.server.extract import BodyKind, ModelRequest, encode_json, json_text
+from modelswap.server.extract import BodyKind, ModelRequest, json_text
 from modelswap.server.filters import RewriteError
+from modelswap.server.json_body import encode_json
 from modelswap.server.multipart import FormError, replace_field, text_fields
 
 
