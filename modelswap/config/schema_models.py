@@ -250,6 +250,14 @@ class ModelConfig(FrozenModel):
         alias="healthCheckTimeout",
         description="Ignored in a model: always overwritten by the global value.",
     )
+    retry_on_crash: YamlBool = Field(
+        True,
+        alias="retryOnCrash",
+        description="modelswap only. A request whose upstream died before answering "
+        "(connection refused, reset or closed before the status line; not a timeout) is "
+        "re-admitted once, restarting the model, when its body is in memory. "
+        "false = answer 502 at once, as llama-swap does.",
+    )
 
     @property
     def loading_state(self) -> bool:

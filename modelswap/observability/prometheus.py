@@ -10,7 +10,8 @@ kinds of families, in this order:
 2. modelswap's own ``modelswap_*`` families: request histograms and counters
    fed by :meth:`PrometheusMetrics.observe` (one call per finished request,
    from the recorder's background batch), swap facts fed by
-   :meth:`PrometheusMetrics.on_fact`, and swaps, crashes, in-flight, queue
+   :meth:`PrometheusMetrics.on_fact`, replays counted by
+   :meth:`PrometheusMetrics.on_replay`, and swaps, crashes, in-flight, queue
    length and model state read at scrape time from ``router.statistics()``;
 3. each ready upstream's own metrics, with a ``model`` label
    (:mod:`~modelswap.observability.upstream_metrics`).
@@ -232,6 +233,12 @@ class PrometheusMetrics:
             "modelswap_rejected", "Requests refused with 429 (concurrency limit)", ["model"],
             registry=r,
         )  # fmt: skip
+        self._replayed = Counter(
+            "modelswap_replayed_requests",
+            "Requests re-admitted once because their upstream died before answering",
+            ["model"],
+            registry=r,
+        )
         if statistics is not None:
             self.registry.register(_Families(self._router))
         self._models: dict[str, _ModelSeries] = {}
@@ -281,6 +288,12 @@ class PrometheusMetrics:
             self._queue_wait.observe(explain.queue_ms / 1000.0)
             if explain.ttfb_ms is not None:
                 series.ttfb.observe(explain.ttfb_ms / 1000.0)
+
+    def on_replay(self, model: str) -> None:
+        """A request is re-admitted after its upstream died before answering (rare: no cache)."""
+        label = self._label(model)
+        self._series(label)  # claims the label slot like any other model
+        self._replayed.labels(label).inc()
 
     def on_fact(self, fact: RouterFact) -> None:
         """A router fact: evictions when a swap starts, the load time when one succeeds."""

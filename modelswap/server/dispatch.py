@@ -14,15 +14,25 @@ unwinds through the same ``finally`` and closes the upstream connection.
 
 from __future__ import annotations
 
+import contextlib
+
 from aiohttp import web
 
 from modelswap.errors import ModelswapError
 from modelswap.router.api import Upstream
+from modelswap.router.ticket import LocalTicket
 from modelswap.server.context import ServerState
 from modelswap.server.headers import is_websocket_upgrade
-from modelswap.server.loading import LoadingStream, should_stream_loading, start_loading_response
-from modelswap.server.proxy import Target, join_url
+from modelswap.server.loading import (
+    LoadingStream,
+    Write,
+    error_events,
+    should_stream_loading,
+    start_loading_response,
+)
+from modelswap.server.proxy import Target, UpstreamConnectionLostError, join_url
 from modelswap.server.recording import observation
+from modelswap.server.replay import announce_replay, replayable, wait_crash_noticed
 from modelswap.server.websocket import tunnel_websocket
 
 
@@ -68,41 +78,112 @@ async def serve_local(
 
     Admission errors (404, 429, shutting down) raise before anything is
     written. Errors after a loading stream started are written into it as
-    SSE events, since its 200 is already on the wire.
+    SSE events, since its 200 is already on the wire. A request whose upstream
+    died before answering is re-admitted once (:mod:`modelswap.server.replay`).
     """
-    router = state.router
-    ticket = await router.admit(model_id)
-    seen = observation(request)
-    if seen is not None:
-        seen.ticket = ticket
-    loading: LoadingStream | None = None
-    try:
-        send_loading = loading_allowed and state.config.models[model_id].loading_state
-        if should_stream_loading(request.path, streaming, send_loading, router.state_of(model_id)):
-            response, write = await start_loading_response(request)
-            loading = LoadingStream(
-                write, model_id, estimate=state.load_estimates.expected(model_id)
-            )
-            loading.start(ticket)
-            try:
-                async with ticket.granted() as upstream:
-                    if seen is not None:
-                        seen.metadata["fifo_priority"] = upstream.fifo_priority
+    trip = _Trip(request, state, model_id, raw_path, raw_query, body, streaming, loading_allowed)
+    replays = 1
+    ticket = await state.router.admit(model_id)
+    while True:
+        try:
+            return await trip.attempt(ticket)
+        except ModelswapError as error:
+            failure = error
+            if replays and trip.replayable(error):
+                replays -= 1
+                announce_replay(request, model_id, error)
+                if isinstance(error, UpstreamConnectionLostError):
+                    await wait_crash_noticed(state.router, model_id)
+                try:
+                    ticket = await state.router.admit(model_id)
+                    continue
+                except ModelswapError as admission:
+                    failure = admission
+            if trip.stream is None:
+                raise failure from None
+            await trip.write_error(failure)
+            return trip.stream
+
+
+class _Trip:
+    """One request's way through the local router: what its attempts share.
+
+    ``stream`` is the loading stream's response once its 200 was sent (by the
+    first attempt, or by a replay that found the model restarting); a later
+    attempt relays the upstream's bytes into it.
+    """
+
+    def __init__(
+        self,
+        request: web.Request,
+        state: ServerState,
+        model_id: str,
+        raw_path: str,
+        raw_query: str,
+        body: bytes | None,
+        streaming: bool,
+        loading_allowed: bool,
+    ) -> None:
+        self.request = request
+        self.state = state
+        self.model_id = model_id
+        self.raw_path = raw_path
+        self.raw_query = raw_query
+        self.body = body
+        self.streaming = streaming
+        model = state.config.models[model_id]
+        self.send_loading = loading_allowed and model.loading_state
+        self.retry = model.retry_on_crash
+        self.seen = observation(request)
+        self.stream: web.StreamResponse | None = None
+        self._write: Write | None = None
+        self._serving = False
+
+    async def attempt(self, ticket: LocalTicket) -> web.StreamResponse:
+        """Wait for the grant (maybe streaming loading state), then proxy; errors raise."""
+        router = self.state.router
+        if self.seen is not None:
+            self.seen.ticket = ticket  # a replay's explain starts at its re-admission
+        self._serving = False
+        loading: LoadingStream | None = None
+        try:
+            if should_stream_loading(
+                self.request.path, self.streaming, self.send_loading, router.state_of(self.model_id)
+            ):
+                if self._write is None:
+                    self.stream, self._write = await start_loading_response(self.request)
+                estimate = self.state.load_estimates.expected(self.model_id)
+                loading = LoadingStream(self._write, self.model_id, estimate=estimate)
+                loading.start(ticket)
+            async with ticket.granted() as upstream:
+                self._serving = True
+                if self.seen is not None:
+                    self.seen.metadata["fifo_priority"] = upstream.fifo_priority
+                if loading is not None:
                     await loading.finish()
-                    target = local_target(state, upstream, raw_path, raw_query)
-                    await state.client.forward(request, target, body, response=response)
-            except ModelswapError as error:
-                await loading.finish()
-                await loading.write_error(error.status, error.message, error.code)
-            return response
-        async with ticket.granted() as upstream:
-            if seen is not None:
-                seen.metadata["fifo_priority"] = upstream.fifo_priority
-            target = local_target(state, upstream, raw_path, raw_query)
-            if is_websocket_upgrade(request.headers):
-                return await tunnel_websocket(request, state.client, target)
-            return await state.client.forward(request, target, body)
-    finally:
-        if loading is not None:
-            await loading.abort()
-        ticket.cancel()
+                target = local_target(self.state, upstream, self.raw_path, self.raw_query)
+                if self.stream is None and is_websocket_upgrade(self.request.headers):
+                    return await tunnel_websocket(self.request, self.state.client, target)
+                return await self.state.client.forward(
+                    self.request, target, self.body, response=self.stream
+                )
+        except ModelswapError:
+            if loading is not None:
+                await loading.finish()  # the closing lines, then the caller writes the error
+            raise
+        finally:
+            if loading is not None:
+                await loading.abort()
+            ticket.cancel()
+
+    def replayable(self, error: ModelswapError) -> bool:
+        relayed = self.seen is not None and self.seen.headers_at is not None
+        return replayable(
+            error, serving=self._serving, relayed=relayed, body=self.body, enabled=self.retry
+        )
+
+    async def write_error(self, error: ModelswapError) -> None:
+        """The error as an SSE event + ``[DONE]`` into the started loading stream."""
+        assert self._write is not None
+        with contextlib.suppress(ConnectionError):
+            await self._write(error_events(error.status, error.message, error.code))

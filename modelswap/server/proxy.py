@@ -21,7 +21,11 @@ What it guarantees:
 * **Upstream dies mid-stream** → the client's response ends cleanly (the
   chunked terminator; a response with a ``Content-Length`` is closed instead,
   as it cannot end cleanly) and ``recovered from upstream disconnection
-  during streaming`` is logged.
+  during streaming`` is logged. An SSE response first gets an SSE error event
+  and ``data: [DONE]`` (modelswap only; llama-swap writes nothing).
+* **Connection lost before the status line** (refused, reset, closed; not a
+  timeout) → :class:`UpstreamConnectionLostError`, which the dispatcher may
+  replay (:mod:`modelswap.server.replay`).
 * **Client disconnects** → the upstream response is closed (not returned to
   the pool) in ``finally``, which aborts the upstream request at once. This
   relies on aiohttp cancelling the handler task on disconnect: the app runner
@@ -74,6 +78,7 @@ from modelswap.server.headers import (
     client_response_headers,
     upstream_request_headers,
 )
+from modelswap.server.loading import error_events
 from modelswap.server.recording import Observation, observation
 
 log = logging.getLogger("modelswap.server.proxy")
@@ -87,6 +92,18 @@ _SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 class UpstreamUnreachableError(UpstreamError):
     """The upstream could not be reached or failed before sending headers (502)."""
+
+
+class UpstreamConnectionLostError(UpstreamUnreachableError):
+    """The connection failed before the status line: refused, reset or closed (502).
+
+    Not a timeout (the upstream may still be working on it): the request may be
+    replayed (:mod:`modelswap.server.replay`), as nothing reached the client.
+    """
+
+
+#: Connection-level failures (timeouts excluded where used: they are ``OSError``s too).
+CONNECTION_LOST_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +282,8 @@ class UpstreamClient:
             reason = describe(error)
             if deadline is not None and deadline.expired():  # ours, not aiohttp's connect one
                 reason = "timeout awaiting response headers"
+            elif isinstance(error, CONNECTION_LOST_ERRORS) and not isinstance(error, TimeoutError):
+                raise UpstreamConnectionLostError(f"{target.error_prefix}: {reason}") from None
             raise UpstreamUnreachableError(f"{target.error_prefix}: {reason}") from None
 
     async def relay(
@@ -323,8 +342,14 @@ async def _copy_body(
     target: Target,
     seen: Observation | None,
 ) -> bool:
-    """Relay chunks until EOF; True when the upstream body was read to the end."""
+    """Relay chunks until EOF; True when the upstream body was read to the end.
+
+    An SSE stream the upstream cuts short ends with an SSE error event and
+    ``data: [DONE]`` (:func:`sse_epilogue`), so clients see why it ended.
+    """
+    chunk = b""
     while True:
+        last = chunk
         try:
             chunk = await upstream.content.readany()
         except UPSTREAM_ERRORS as error:
@@ -335,6 +360,13 @@ async def _copy_body(
             )
             if response.content_length is not None:
                 response.force_close()  # a short fixed-length body cannot end cleanly
+            elif SSE_CONTENT_TYPE in response.headers.get("Content-Type", "").lower():
+                epilogue = sse_epilogue(last, target.error_prefix)
+                with contextlib.suppress(ConnectionError):
+                    await response.write(epilogue)
+                    add_body_bytes(response, len(epilogue))
+                    if seen is not None:
+                        seen.tee(epilogue)
             await _finish(response)
             return False
         if not chunk:
@@ -397,6 +429,14 @@ async def _read_small_body(
     add_body_bytes(response, len(body))
     remember_response(request, response)
     return response
+
+
+def sse_epilogue(last: bytes, error_prefix: str) -> bytes:
+    """The events that end a cut SSE stream, after a blank line if ``last`` left one open."""
+    events = error_events(502, f"{error_prefix}: upstream disconnected mid-stream")
+    if not last or last.endswith(b"\n\n"):
+        return events
+    return (b"\n" if last.endswith(b"\n") else b"\n\n") + events
 
 
 async def _finish(response: web.StreamResponse) -> None:

@@ -408,8 +408,11 @@ async def test_upstream_crash_mid_stream_ends_the_response(server: Server) -> No
             first = await resp.content.readline()
             assert b"crashy" in first
             server.kill("crashy")
-            rest = await resp.content.read()  # ends, cleanly, without [DONE]
-        assert b"[DONE]" not in rest
+            rest = await resp.content.read()  # ends cleanly: an SSE error event, [DONE]
+        assert rest.endswith(b"data: [DONE]\n\n")
+        event = rest.split(b"\n\n")[-3].strip().removeprefix(b"data: ")
+        error = json.loads(event)["error"]
+        assert error["message"] == "upstream error: upstream disconnected mid-stream"
     await server.until(lambda st: st.state("crashy") == "stopped")
     await server.idle()
 

@@ -421,6 +421,7 @@ NOT_IN_EXAMPLE = {
     ("ModelConfig", "healthCheckTimeout"),
     ("FifoSettings", "maxWait"),
     ("FifoSettings", "minResidency"),
+    ("ModelConfig", "retryOnCrash"),
 }
 
 
