@@ -216,15 +216,18 @@ def _encode(
     resp_headers: dict[str, str] | None,
     resp_body: bytes | None,
 ) -> bytes:
-    header = _dump(
+    # ASCII-escaped: a path or header holding a byte that is not UTF-8 arrives as a
+    # lone surrogate (surrogateescape), which must round-trip, not fail the capture.
+    header = json.dumps(
         {
             "p": path,
             "qh": req_headers,
             "ql": -1 if req_body is None else len(req_body),
             "rh": resp_headers,
             "rl": -1 if resp_body is None else len(resp_body),
-        }
-    )
+        },
+        separators=(",", ":"),
+    ).encode("ascii")
     parts = [len(header).to_bytes(4, "big"), header, req_body or b"", resp_body or b""]
     return zlib.compress(b"".join(parts), 1)  # fast: this runs for every request
 

@@ -428,3 +428,30 @@ async def test_the_recorder_stores_deep_bodies_and_logs_nothing(
     assert ring.get(1) is not None and ring.get(2) is not None
     assert caplog.records == []
     store.close()
+
+
+def test_a_capture_keeps_paths_and_headers_that_are_not_utf8() -> None:
+    """Found by the fuzzer's log check: such a capture failed to encode (a logged traceback)."""
+    ring = CaptureRing(1 << 20)
+    path, value = "/upstream/m1/\udcf6x", "caf\udce9 \u00e9"
+    record = RequestRecord(
+        request_id=1,
+        model="m1",
+        method="POST",
+        req_path=path,
+        started_wall=0.0,
+        ended_wall=0.0,
+        duration_ms=1.0,
+        status=200,
+        resp_content_type=JSON,
+        req_headers={"X-Odd": value},
+        req_body=b"{}",
+        resp_headers={"X-Back": value},
+        resp_body=b"{}",
+    )
+    assert ring.store(1, record)
+    capture = ring.get(1)
+    assert capture is not None
+    assert (capture["req_path"], capture["req_headers"]["X-Odd"]) == (path, value)
+    assert capture["resp_headers"]["X-Back"] == value
+    json.dumps(capture)  # what GET /api/captures/<id> sends: escaped, never an error
