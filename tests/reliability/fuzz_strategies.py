@@ -20,6 +20,8 @@ from tests.reliability.harness import Reply
 Request = tuple[str, str | bytes, list[tuple[str | bytes, str | bytes]], bytes]
 
 MODELS = ("m1", "m2")
+NO_MODEL = "no model id could be identified"
+NO_ROUTER = "no router for requested model"
 METHODS = st.sampled_from(
     ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 ) | st.from_regex(r"\A[A-Z]{1,12}\Z")
@@ -124,6 +126,101 @@ def json_requests(draw: st.DrawFn) -> Request:
     body = text.encode("utf-8", "surrogatepass")
     ctype = draw(st.sampled_from(["application/json", "application/json; charset=utf-8"]))
     return ("POST", draw(INFERENCE_PATHS), [("Content-Type", ctype)], body)
+
+
+#: Inference paths the fake upstream answers without parsing JSON (its echo), so a
+#: forwarded body nested past Python's parser limit reaches an upstream that copes.
+ECHO_PATHS = (
+    *(p for p in VERSIONLESS_PATHS if "rerank" not in p),  # /v/rerank is the fake's /rerank
+    "/v1/images/edits",
+    "/sdapi/v1/txt2img",
+    "/sdapi/v1/img2img",
+    "/audioapi/v1/tasks/run",
+)
+LIMIT_DEPTHS = st.sampled_from([1_000, 2_000, 10_000, 20_000, 100_000]) | st.integers(900, 100_000)
+HUGE_DIGITS = st.sampled_from([4_301, 5_000, 100_000]) | st.integers(4_301, 20_000)
+
+
+@st.composite
+def deep_values(draw: st.DrawFn) -> str:
+    """Arrays/objects nested 900-100,000 levels; some broken (unclosed, mismatched)."""
+    depth = draw(LIMIT_DEPTHS)
+    shape = draw(
+        st.sampled_from(["arrays", "objects", "mixed", "unclosed", "mismatched", "bad string"])
+    )
+    if shape == "objects":
+        return '{"a":' * depth + draw(st.sampled_from(["1", "[]", '"x"'])) + "}" * depth
+    if shape == "mixed":
+        half = depth // 2
+        return '[{"k]":"}{[\\"","v":' * half + "null" + "}]" * half
+    if shape == "unclosed":
+        return "[" * depth + "]" * draw(st.integers(0, depth - 1))
+    if shape == "mismatched":
+        return "[" * depth + "}" * depth
+    if shape == "bad string":
+        return "[" * depth + '"unterminated'
+    return "[" * depth + "]" * depth
+
+
+def _huge_number(digits: int, form: str) -> str:
+    if form == "fraction":
+        return "0." + "9" * digits
+    if form == "exponent":
+        return "1" + "0" * digits + "e-" + str(digits)
+    return ("-" if form == "negative" else "") + "9" * digits
+
+
+HUGE_NUMBERS = st.builds(
+    _huge_number, HUGE_DIGITS, st.sampled_from(["int", "negative", "fraction", "exponent"])
+) | st.sampled_from(["1e999999", "-1e999999", "1e-999999", "123456789" * 600])
+BIG_STRINGS = st.sampled_from([100_000, 1_000_000]).map(lambda n: '"' + "a" * n + '"') | st.just(
+    '"' + "\\u00e9\\n\\ud83d\\ude00" * 20_000 + '"'
+)
+CONSTANTS = st.sampled_from(["NaN", "Infinity", "-Infinity", "[NaN,Infinity]"])
+LIMIT_VALUES = deep_values() | HUGE_NUMBERS | BIG_STRINGS | CONSTANTS
+ENCODINGS = ("utf-8",) * 6 + ("bom",) * 2 + ("double bom", "utf-16", "utf-16-le", "utf-16-be")
+ENCODINGS += ("utf-32", "utf-32-le", "utf-32-be")
+
+
+def _encode_body(text: str, encoding: str) -> bytes:
+    if encoding == "bom":
+        return b"\xef\xbb\xbf" + text.encode()
+    if encoding == "double bom":
+        return b"\xef\xbb\xbf\xef\xbb\xbf" + text.encode()
+    return text.encode(encoding)
+
+
+@st.composite
+def json_limit_requests(draw: st.DrawFn) -> Request:
+    """What Python's JSON parser cannot hold, beside a valid model or not (issue 12 item 1).
+
+    Deep nesting (arrays, objects, mixed; 900-100,000 levels), integers past
+    the 4,300-digit limit, 1e999999, huge strings, NaN/Infinity, duplicate
+    keys, a UTF-8 BOM, UTF-16/32 bodies — as a member next to ``model``, as
+    the model or ``stream`` itself, or as the whole body.
+    """
+    weird = draw(st.lists(LIMIT_VALUES, min_size=1, max_size=2))
+    members: list[tuple[str, str]] = [("x" if i == 0 else "y", v) for i, v in enumerate(weird)]
+    model = draw(st.sampled_from(["m1", "m1", "m2", "nope", "weird", "none", "twice"]))
+    if model == "weird":
+        members.append(("model", weird[0]))
+    elif model == "twice":
+        first, last = draw(st.permutations(['"nope"', '"m1"']))
+        members += [("model", first), ("model", last)]
+    elif model != "none":
+        members.append(("model", json.dumps(model)))
+    if draw(st.booleans()):
+        members.append(("stream", draw(st.sampled_from(["true", "false", weird[0]]))))
+    members = draw(st.permutations(members))
+    text = "{" + ",".join(f'"{k}":{v}' for k, v in members) + "}"
+    if draw(st.integers(0, 9)) == 0:
+        text = weird[0]  # the weird value is the whole body
+    encoding = draw(st.sampled_from(ENCODINGS))
+    path = draw(st.sampled_from(ECHO_PATHS))
+    if not any(v.startswith(("[", "{")) for v in weird):
+        path = draw(st.sampled_from(ECHO_PATHS + JSON_POST_PATHS))  # the fake can parse these
+    ctype = draw(st.sampled_from(["application/json", "application/json; charset=utf-8"]))
+    return ("POST", path, [("Content-Type", ctype)], _encode_body(text, encoding))
 
 
 @st.composite
