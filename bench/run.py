@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import churn_sim
+import nagle_warm
 import proxy_overhead
 import streaming
 import swap_overhead
@@ -76,12 +77,13 @@ def churn(quick: bool) -> Report:
 
 
 BASELINE: str | None = None
-"""``--baseline REV``: proxy and streaming also measure this git revision, same run."""
+"""``--baseline REV``: proxy, streaming, swap and nagle also measure this git revision, same run."""
 
 BENCHES: dict[str, Callable[[bool], Report]] = {
     "proxy": lambda quick: proxy_overhead.run(quick, baseline=BASELINE, repeat=1 if quick else 3),
     "streaming": lambda quick: streaming.run(quick, BASELINE),
-    "swap": swap_overhead.run,
+    "swap": lambda quick: swap_overhead.run(quick, BASELINE),
+    "nagle": lambda quick: nagle_warm.run(quick, BASELINE),
     "churn": churn,
 }
 
@@ -152,7 +154,7 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=BENCHMARKS, help="file to append to")
     parser.add_argument("--only", default="", help=f"comma list of {','.join(BENCHES)}")
     parser.add_argument(
-        "--baseline", metavar="REV", help="also measure this git revision (proxy, streaming)"
+        "--baseline", metavar="REV", help="also measure this git revision (all but churn)"
     )
     args = parser.parse_args()
     global BASELINE
