@@ -46,6 +46,8 @@ DOCUMENTED_ERRORS = {
 the request was queued or waiting when an unload-all came (llama-swap fails
 those); 502/503: the upstream crashed or was being stopped.
 """
+CUT_STREAM = b"upstream disconnected mid-stream"
+"""The SSE error event's text a stream cut by its upstream ends with, before ``[DONE]``."""
 LISTEN_DEADLINE = 30.0
 SETTLE_DEADLINE = 20.0
 EXIT_DEADLINE = 45.0
@@ -154,7 +156,9 @@ async def one_request(
             resp.close()  # the client walks away mid-stream
             return "disconnected", 200
         text = await resp.read()
-        return ("ok" if b"data: [DONE]" in text else "truncated"), 200
+        if CUT_STREAM in text or b"data: [DONE]" not in text:
+            return "truncated", 200  # its upstream crashed mid-stream (since issue 12: said so)
+        return "ok", 200
 
 
 async def worker(
@@ -241,9 +245,15 @@ async def drive(url: str, args: argparse.Namespace, proc: psutil.Process) -> dic
         await asyncio.gather(*helpers)
         async with session.post(f"{url}/api/models/unload") as resp:  # back to idle
             tally.unloads[resp.status] += 1
+        async with session.get(f"{url}/metrics") as resp:
+            replayed = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in (await resp.text()).splitlines()
+                if line.startswith("modelswap_replayed_requests_total{")
+            )
     end = await settled_sample(proc, idle["fds"] + FD_SLACK)
     return {"tally": tally, "elapsed": elapsed, "idle": idle, "warm": warm or end, "end": end,
-            "peak": peak}  # fmt: skip
+            "peak": peak, "replayed": int(replayed)}  # fmt: skip
 
 
 async def settled_sample(proc: psutil.Process, fd_bound: int) -> dict[str, int]:
@@ -363,6 +373,8 @@ def build_report(
             "p99": round(percentile(ms, 99), 1),
             "max": round(max(ms), 1) if ms else None,
         },
+        "lost_to_crashes": sum(tally.statuses[s] for s in (502, 503)),
+        "replayed": result["replayed"],
         "upstream_starts": len(starts),
         "starts_planned_to_crash": sum(1 for s in starts if s["crash_after"] is not None),
         "crashes": crashes,
