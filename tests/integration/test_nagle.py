@@ -22,6 +22,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from modelswap import quickack
 from modelswap.process.managed import ManagedProcess
 from modelswap.process.spec import ProcessSpec
 from modelswap.quickack import QuickAckConnector
@@ -80,6 +81,28 @@ async def test_quickack_connector_does_not_stall_on_the_nagle_fake() -> None:
             await timed_posts(session, url, 2, CHAT)
             took = await timed_posts(session, url, WARM_REQUESTS, CHAT)
     assert statistics.median(took) < GOAL, took
+
+
+@pytest.mark.parametrize(("nagle", "rearms"), [(False, False), (True, True)])
+async def test_quick_acks_are_re_armed_only_while_an_answer_is_incomplete(
+    monkeypatch: pytest.MonkeyPatch, nagle: bool, rearms: bool
+) -> None:
+    """An answer read whole in one go (the normal fake: one send) costs no syscall;
+    the Nagle fake's answers mostly arrive in two reads, and each such one re-arms
+    (the first on a fresh connection is quick-ACKed by the kernel anyway)."""
+    calls = []
+
+    def counting_rearm(fd: int) -> bool:
+        calls.append(fd)
+        return real_rearm(fd)
+
+    real_rearm = quickack.rearm
+    monkeypatch.setattr(quickack, "rearm", counting_rearm)
+    with FakeUpstreamProcess("n", nagle=nagle) as upstream:
+        async with aiohttp.ClientSession(connector=QuickAckConnector()) as session:
+            url = f"{upstream.url}/v1/chat/completions"
+            await timed_posts(session, url, 10, CHAT)
+    assert (len(calls) >= 5) if rearms else calls == [], len(calls)
 
 
 async def test_warm_requests_through_modelswap_do_not_stall(tmp_path: Path) -> None:
