@@ -102,3 +102,10 @@ async def test_refused_with_the_envelope(
     assert answer["error"]["type"] == "invalid_request_error"
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert server.fakes["m1"].events("request") == []  # never reached the upstream
+
+
+async def test_a_deep_profile_request_is_a_400(server: Server) -> None:
+    async with server.session() as session:
+        async with session.put("/api/profiles/active", data=DEEP) as response:
+            assert response.status == 400
+            assert (await response.json())["error"]["message"] == "invalid profile request"
