@@ -105,7 +105,9 @@ async def test_refused_with_the_envelope(
 
 
 async def test_a_deep_profile_request_is_a_400(server: Server) -> None:
-    async with server.session() as session:
-        async with session.put("/api/profiles/active", data=DEEP) as response:
-            assert response.status == 400
-            assert (await response.json())["error"]["message"] == "invalid profile request"
+    async with (
+        server.session() as session,
+        session.put("/api/profiles/active", data=DEEP) as response,
+    ):
+        assert response.status == 400
+        assert (await response.json())["error"]["message"] == "invalid profile request"
