@@ -40,6 +40,18 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 TIMEOUT_MS = 15_000
+DOCS_UI = Path(__file__).resolve().parents[2] / "docs" / "ui"
+
+
+def screenshot_path(name: str, tmp: Path | None = None) -> str:
+    """Where a page's screenshot goes: docs/ui/<name>.png when refreshing the docs
+    (``MODELSWAP_UPDATE_SCREENSHOTS=1``), else a scratch file — a test run must not
+    rewrite committed files.
+    """
+    if os.environ.get("MODELSWAP_UPDATE_SCREENSHOTS") == "1":
+        return str(DOCS_UI / f"{name}.png")
+    folder = tmp or Path(os.environ.get("TMPDIR", "/tmp"))
+    return str(folder / f"modelswap-ui-{name}.png")
 
 
 @dataclass

@@ -24,13 +24,13 @@ from tests.ui.conftest import (
     UiServer,
     WatchedPage,
     model_entry,
+    screenshot_path,
     start_modelswap,
     stop_modelswap,
 )
 
 STORED = 1000
 BUDGET_MS = 300
-DOCS_DIR = Path(__file__).resolve().parents[2] / "docs" / "ui"
 ROWS = ".activity-table tbody tr[data-id]"
 
 # Resolves once the first activity row is in the DOM; set before any page script runs.
@@ -359,8 +359,7 @@ def test_screenshot_with_realistic_data(
         expect(page.locator(".c-explain", has_text="evicted")).not_to_have_count(0)
         evicting = page.locator(ROWS, has=page.locator(".c-explain", has_text="evicted")).first
         evicting.get_by_role("button", name=re.compile("Details")).click()
-        DOCS_DIR.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(DOCS_DIR / "activity.png"))
+        page.screenshot(path=screenshot_path("activity"))
         context.close()
         assert errors == []
     finally:

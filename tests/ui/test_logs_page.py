@@ -11,9 +11,14 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.ui.conftest import UiServer, model_entry, start_modelswap, stop_modelswap
+from tests.ui.conftest import (
+    UiServer,
+    model_entry,
+    screenshot_path,
+    start_modelswap,
+    stop_modelswap,
+)
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "ui"
 VIEW = "pre.log"
 
 
@@ -116,5 +121,4 @@ def test_screenshot(server: UiServer, page: Page) -> None:
     open_logs(page, server, "proxy")
     page.get_by_label("Filter").fill("/POST|<m\\d>|swap|unload/")
     expect(page.locator(VIEW)).to_contain_text("openai-python/1.6.0")
-    DOCS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(DOCS / "logs.png"))
+    page.screenshot(path=screenshot_path("logs"))

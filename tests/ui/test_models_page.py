@@ -13,10 +13,15 @@ import pytest
 from playwright.sync_api import Locator, Page, expect
 
 from modelswap.testing.fake_process import pid_alive, wait_event, wait_pid_gone
-from tests.ui.conftest import UiServer, model_entry, start_modelswap, stop_modelswap
+from tests.ui.conftest import (
+    UiServer,
+    model_entry,
+    screenshot_path,
+    start_modelswap,
+    stop_modelswap,
+)
 
 T = TypeVar("T")
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "ui"
 LOAD_DEADLINE_MS = 20_000
 
 
@@ -150,8 +155,7 @@ def test_screenshot(tmp_path: Path, page: Page) -> None:
         llama = row(page, "llama-3.1-8b-instruct")
         expect(llama.locator(".state-text")).to_have_text("starting")
         expect(llama.locator(".load-text")).to_contain_text(re.compile(r"^[1-9]\.\d s"))
-        DOCS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(DOCS / "models.png"))
+        page.screenshot(path=screenshot_path("models"))
         page.get_by_role("button", name="Cancel loading llama-3.1-8b-instruct").click()
         expect(row(page, "llama-3.1-8b-instruct").locator(".state-text")).to_have_text("stopped")
     finally:

@@ -12,9 +12,15 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from modelswap.testing.fake_process import read_events
-from tests.ui.conftest import UiServer, WatchedPage, model_entry, start_modelswap, stop_modelswap
+from tests.ui.conftest import (
+    UiServer,
+    WatchedPage,
+    model_entry,
+    screenshot_path,
+    start_modelswap,
+    stop_modelswap,
+)
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "ui"
 MEMORY = re.compile(r"^\d+(\.\d)? (KB|MB|GB)$")
 
 
@@ -76,8 +82,7 @@ def test_screenshot(server: UiServer, page: Page) -> None:
     expect(page.locator("tr[data-model='nomic-embed'] .rss")).to_have_text(MEMORY)
     expect(page.locator("tr[data-model='qwen2.5-7b'] .rss")).to_have_text(MEMORY)
     expect(page.get_by_role("meter", name="Memory")).to_be_visible()
-    DOCS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(DOCS / "overview.png"))
+    page.screenshot(path=screenshot_path("overview"))
 
 
 def test_disabled_monitor_and_nothing_running(tmp_path: Path, watched: WatchedPage) -> None:

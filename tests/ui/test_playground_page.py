@@ -19,6 +19,7 @@ from tests.ui.conftest import (
     UiServer,
     WatchedPage,
     model_entry,
+    screenshot_path,
     start_modelswap,
     stop_modelswap,
 )
@@ -30,7 +31,6 @@ STREAMED = (
 CHUNKS = 20
 FIRST_PIECE = STREAMED[: len(STREAMED) // CHUNKS]  # the fake splits text evenly by characters
 LOAD_DELAY = 1.5
-DOCS_DIR = Path(__file__).resolve().parents[2] / "docs" / "ui"
 
 
 @pytest.fixture(scope="module")
@@ -334,5 +334,4 @@ def test_screenshot(server: UiServer, page: Page) -> None:
     page.get_by_label("Message").fill("How do I count to three in Python?")
     page.get_by_label("Message").press("Enter")
     expect(last_reply(page).locator(".msg-meta")).not_to_be_empty()
-    DOCS_DIR.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(DOCS_DIR / "playground.png"))
+    page.screenshot(path=screenshot_path("playground"))

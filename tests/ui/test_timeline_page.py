@@ -17,11 +17,11 @@ from tests.ui.conftest import (
     TIMEOUT_MS,
     UiServer,
     model_entry,
+    screenshot_path,
     start_modelswap,
     stop_modelswap,
 )
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "ui"
 SVG = "svg.timeline"
 BUDGET_MS = 300
 MARKS = 1000
@@ -194,8 +194,7 @@ def test_screenshot(tmp_path: Path, page: Page) -> None:
         expect(page.locator(f"{SVG} .req")).to_have_count(7)
         expect(page.locator(f"{SVG} .req.req-error")).to_have_count(1)
         expect(page.locator(f"{SVG} .swap.swap-failed")).to_have_count(1)
-        DOCS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(DOCS / "timeline.png"))
+        page.screenshot(path=screenshot_path("timeline"))
     finally:
         page.goto("about:blank")  # close the event stream before the server goes
         stop_modelswap(server.proc)
