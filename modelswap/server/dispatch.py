@@ -113,6 +113,22 @@ class _Trip:
     attempt relays the upstream's bytes into it.
     """
 
+    __slots__ = (
+        "_serving",
+        "_write",
+        "body",
+        "model_id",
+        "raw_path",
+        "raw_query",
+        "request",
+        "retry",
+        "seen",
+        "send_loading",
+        "state",
+        "stream",
+        "streaming",
+    )
+
     def __init__(
         self,
         request: web.Request,
