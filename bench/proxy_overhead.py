@@ -104,6 +104,9 @@ def baseline_checkout(ref: str, tmp: Path) -> Iterator[dict[str, str]]:
     try:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(where)
+        # `python -m` puts the current directory first on sys.path: without
+        # this, a run from the repository root would measure the current tree.
+        env["PYTHONSAFEPATH"] = "1"
         yield env
     finally:
         subprocess.run(
