@@ -235,7 +235,7 @@ class FakeUpstream:
         raw = await _read_body(request)
         try:
             body = json.loads(raw)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
             raise BadRequest(f"invalid JSON body: {exc}") from None
         if not isinstance(body, dict):
             raise BadRequest("JSON body must be an object")
