@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,27 @@ class UiServer:
             return []
         lines = path.read_text().splitlines()
         return [json.loads(line) for line in lines if line.strip()]
+
+
+def post_json(
+    url: str, path: str, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> bytes:
+    """POST a JSON body to the server under test; the answer must be a 200."""
+    request = urllib.request.Request(
+        url + path,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+        data: bytes = response.read()
+    return data
+
+
+def chat(url: str, model: str, text: str = "hi") -> bytes:
+    """One non-streaming chat completion through modelswap."""
+    body = {"model": model, "messages": [{"role": "user", "content": text}]}
+    return post_json(url, "/v1/chat/completions", body)
 
 
 def model_entry(tmp: Path, model: str, **options: Any) -> dict[str, Any]:

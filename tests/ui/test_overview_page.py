@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import re
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from modelswap.testing.fake_process import read_events
 from tests.ui.conftest import (
     UiServer,
     WatchedPage,
+    chat,
     model_entry,
     screenshot_path,
     start_modelswap,
@@ -32,18 +31,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
     running = start_modelswap(tmp, config)
     yield running
     stop_modelswap(running.proc)
-
-
-def chat(url: str, model: str) -> None:
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]})
-    request = urllib.request.Request(
-        f"{url}/v1/chat/completions",
-        data=body.encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        assert response.status == 200
-        response.read()
 
 
 def listening_pid(server: UiServer, model: str) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import urllib.error
 import urllib.request
@@ -16,6 +15,7 @@ from playwright.sync_api import Browser, Page, expect
 from tests.ui.conftest import (
     TIMEOUT_MS,
     UiServer,
+    chat,
     model_entry,
     screenshot_path,
     start_modelswap,
@@ -51,18 +51,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
     running = start_modelswap(tmp, config)
     yield running
     stop_modelswap(running.proc)
-
-
-def chat(url: str, model: str) -> None:
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]})
-    request = urllib.request.Request(
-        f"{url}/v1/chat/completions",
-        data=body.encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        assert response.status == 200
-        response.read()
 
 
 def test_swaps_between_two_models_appear_live(server: UiServer, page: Page) -> None:
