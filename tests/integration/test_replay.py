@@ -165,7 +165,8 @@ async def test_a_stream_cut_midway_ends_with_an_sse_error_event(tmp_path: Path) 
 
 async def test_a_request_behind_a_loading_stream_is_replayed_into_it(tmp_path: Path) -> None:
     """The model dies the moment it is ready: the stream's 200 is out, no upstream byte is."""
-    cold = fake(tmp_path, "cold", settings={"sendLoadingState": True})
+    # startup_delay: long enough for the paced opening lines to be written whole.
+    cold = fake(tmp_path, "cold", startup_delay=1.0, settings={"sendLoadingState": True})
     async with running_server([cold]) as server, server.session() as session:
         process = server.router.processes["cold"]
         killed: list[int] = []
