@@ -21,10 +21,14 @@ What a capture keeps, and what it never keeps:
 * **large base64 payloads in JSON are trimmed** (see :func:`trim_base64`):
   an image in a vision request would otherwise fill the ring with one capture.
 
-Encoding: a small JSON header (path, headers, body lengths) followed by the
-raw bodies, compressed with zlib — stdlib, compact, and no base64 inflation
-until a capture is actually read. The ring is guarded by a lock so the
-recorder may store from a worker thread while handlers read on the loop.
+Encoding: the path and the redacted headers stay Python objects; the two
+bodies are one blob, compressed with zlib (level 1) when they hold at least
+:data:`COMPRESS_MIN_BYTES` — a small chat request is kept as it is, because
+zlib's setup alone costs more than everything else the capture does. Nothing
+is base64-encoded until a capture is actually read. The buffer counts the
+blob, the strings and a fixed overhead per capture. The ring is guarded by a
+lock so the recorder may store from a worker thread while handlers read on
+the loop.
 """
 
 from __future__ import annotations
@@ -209,36 +213,72 @@ def _decoded_response(
 # --- the ring -------------------------------------------------------------------------
 
 
+COMPRESS_MIN_BYTES = 4096
+"""Bodies smaller than this (together) are kept as they are, uncompressed.
+
+zlib's per-call setup (allocating and clearing its window) costs more than
+a small chat request's whole bookkeeping and saves a few hundred bytes at
+most; a large body is where compression pays, so only those are compressed.
+"""
+ENTRY_OVERHEAD_BYTES = 64
+"""What one capture costs beyond its strings and bodies, counted against the buffer."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Capture:
+    """One stored capture: headers already redacted; bodies as one blob, maybe compressed."""
+
+    path: str
+    req_headers: dict[str, str]
+    resp_headers: dict[str, str] | None
+    req_len: int
+    """Request body length (-1: not kept)."""
+    resp_len: int
+    blob: bytes
+    """Request body then response body, zlib-compressed when :attr:`compressed`."""
+    compressed: bool
+    size: int
+    """Bytes counted against the buffer."""
+
+
+def _header_bytes(headers: Mapping[str, str] | None) -> int:
+    return sum(len(k) + len(v) + 4 for k, v in headers.items()) if headers else 0
+
+
 def _encode(
     path: str,
     req_headers: dict[str, str],
     req_body: bytes | None,
     resp_headers: dict[str, str] | None,
     resp_body: bytes | None,
-) -> bytes:
-    # ASCII-escaped: a path or header holding a byte that is not UTF-8 arrives as a
-    # lone surrogate (surrogateescape), which must round-trip, not fail the capture.
-    header = json.dumps(
-        {
-            "p": path,
-            "qh": req_headers,
-            "ql": -1 if req_body is None else len(req_body),
-            "rh": resp_headers,
-            "rl": -1 if resp_body is None else len(resp_body),
-        },
-        separators=(",", ":"),
-    ).encode("ascii")
-    parts = [len(header).to_bytes(4, "big"), header, req_body or b"", resp_body or b""]
-    return zlib.compress(b"".join(parts), 1)  # fast: this runs for every request
+) -> _Capture:
+    raw = (req_body or b"") + (resp_body or b"")
+    compressed = len(raw) >= COMPRESS_MIN_BYTES
+    blob = zlib.compress(raw, 1) if compressed else raw  # level 1: fast, most of the gain
+    size = (
+        len(blob)
+        + len(path)
+        + _header_bytes(req_headers)
+        + _header_bytes(resp_headers)
+        + ENTRY_OVERHEAD_BYTES
+    )
+    return _Capture(
+        path,
+        req_headers,
+        resp_headers,
+        -1 if req_body is None else len(req_body),
+        -1 if resp_body is None else len(resp_body),
+        blob,
+        compressed,
+        size,
+    )
 
 
-def _decode(row_id: int, blob: bytes) -> dict[str, Any]:
-    raw = zlib.decompress(blob)
-    size = int.from_bytes(raw[:4], "big")
-    header = json.loads(raw[4 : 4 + size])
-    offset = 4 + size
+def _decode(row_id: int, capture: _Capture) -> dict[str, Any]:
+    raw = zlib.decompress(capture.blob) if capture.compressed else capture.blob
     bodies: list[str | None] = []
-    for length in (header["ql"], header["rl"]):
+    offset = 0
+    for length in (capture.req_len, capture.resp_len):
         if length < 0:
             bodies.append(None)
         else:
@@ -246,10 +286,10 @@ def _decode(row_id: int, blob: bytes) -> dict[str, Any]:
             offset += length
     return {
         "id": row_id,
-        "req_path": header["p"],
-        "req_headers": header["qh"],
+        "req_path": capture.path,
+        "req_headers": dict(capture.req_headers),
         "req_body": bodies[0],
-        "resp_headers": header["rh"],
+        "resp_headers": None if capture.resp_headers is None else dict(capture.resp_headers),
         "resp_body": bodies[1],
     }
 
@@ -259,7 +299,7 @@ class CaptureRing:
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max(0, max_bytes)
-        self._blobs: OrderedDict[int, bytes] = OrderedDict()
+        self._blobs: OrderedDict[int, _Capture] = OrderedDict()
         self._size = 0
         self._lock = threading.Lock()
         self.evicted = 0
@@ -286,7 +326,7 @@ class CaptureRing:
 
     @property
     def size(self) -> int:
-        """Compressed bytes currently stored."""
+        """Bytes currently counted against the buffer (compressed where compressed)."""
         return self._size
 
     def store(self, row_id: int, record: RequestRecord) -> bool:
@@ -297,32 +337,32 @@ class CaptureRing:
         """
         if not self.enabled:
             return False
-        blob = self._capture_blob(record)
-        if blob is None or len(blob) > self.max_bytes:
+        capture = self._capture_blob(record)
+        if capture is None or capture.size > self.max_bytes:
             self.skipped += 1
             return False
         with self._lock:
             old = self._blobs.pop(row_id, None)
             if old is not None:
-                self._size -= len(old)
-            self._blobs[row_id] = blob
-            self._size += len(blob)
+                self._size -= old.size
+            self._blobs[row_id] = capture
+            self._size += capture.size
             while self._size > self.max_bytes:
                 _, evicted = self._blobs.popitem(last=False)
-                self._size -= len(evicted)
+                self._size -= evicted.size
                 self.evicted += 1
         return True
 
     def get(self, row_id: int) -> dict[str, Any] | None:
         """The capture JSON (bodies base64), or None if absent, evicted or disabled."""
         with self._lock:
-            blob = self._blobs.get(row_id)
-        return None if blob is None else _decode(row_id, blob)
+            capture = self._blobs.get(row_id)
+        return None if capture is None else _decode(row_id, capture)
 
     def has(self, row_id: int) -> bool:
         return row_id in self._blobs
 
-    def _capture_blob(self, record: RequestRecord) -> bytes | None:
+    def _capture_blob(self, record: RequestRecord) -> _Capture | None:
         mask = capture_mask(record.req_path)
         req_headers = redact_headers(record.req_headers) if mask.req_headers else {}
         req_body = None

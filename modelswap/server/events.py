@@ -200,14 +200,29 @@ class EventsFeed:
             self.publish_model_status()
 
     def start(self) -> None:
-        """Subscribe to processes, profiles and log monitors (call on the running loop)."""
+        """Subscribe to processes and profiles (call on the running loop); logs: see below."""
         for process in self._router.processes.values():
             self._unsubscribe.append(process.on_state_change(self.publish_model_status))
         self._profiles.observers.append(self._profile_changed)
+
+    def _start_forwarders(self) -> None:
+        """Follow the log monitors, while at least one client listens.
+
+        Only then: a subscription wakes its forwarder's task for every log
+        line — the access line of every request — which is a cost the
+        request path should not pay when nobody is watching.
+        """
+        self._tasks = [task for task in self._tasks if not task.done()]
         for source, fanout in self._log_sources.items():
             forwarder = _LogForwarder(source, fanout, self.hub)
             self._forwarders.append(forwarder)
             self._tasks.append(asyncio.create_task(forwarder.run(), name=f"logData-{source}"))
+
+    def _stop_forwarders(self) -> None:
+        """The last client left: unsubscribe (each task ends once its queue is drained)."""
+        for forwarder in self._forwarders:
+            forwarder.close()
+        self._forwarders.clear()
 
     def close_streams(self) -> None:
         """End every event stream now (app shutdown); cut the ones stalled in a write."""
@@ -223,8 +238,7 @@ class EventsFeed:
         self._unsubscribe.clear()
         with contextlib.suppress(ValueError):
             self._profiles.observers.remove(self._profile_changed)
-        for forwarder in self._forwarders:
-            forwarder.close()
+        self._stop_forwarders()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -240,6 +254,8 @@ class EventsFeed:
         """Subscribe a client and build its burst, in one synchronous step."""
         for forwarder in self._forwarders:
             forwarder.pump()  # chunks already in the history must not come again live
+        if not self._forwarders:
+            self._start_forwarders()  # from the history below on, in this same step
         stream = _Stream(self.hub.subscribe(), abort)
         if not stream.subscription.closed:
             self._streams.add(stream)
@@ -256,6 +272,8 @@ class EventsFeed:
     def close_stream(self, stream: _Stream) -> None:
         stream.subscription.close()
         self._streams.discard(stream)
+        if not self._streams:
+            self._stop_forwarders()
 
 
 EVENTS_FEED: web.AppKey[EventsFeed] = web.AppKey("events_feed", EventsFeed)

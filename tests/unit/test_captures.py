@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from modelswap.observability.captures import (
+    COMPRESS_MIN_BYTES,
     TRIM_MIN_CHARS,
     CaptureRing,
     capture_mask,
@@ -73,6 +74,24 @@ def test_round_trip_returns_the_spec_json() -> None:
     assert ring.get(4) is None
 
 
+def stored_text(ring: CaptureRing, row_id: int) -> str:
+    """Everything the ring holds for one capture, bodies decompressed, as text."""
+    capture = ring._blobs[row_id]
+    blob = zlib.decompress(capture.blob) if capture.compressed else capture.blob
+    return f"{capture!r} {blob.decode('utf-8', 'replace')}"
+
+
+def test_small_captures_are_kept_uncompressed_large_ones_compressed() -> None:
+    ring = CaptureRing(1 << 20)
+    ring.store(1, record())
+    assert not ring._blobs[1].compressed  # zlib's setup would cost more than it saves
+    assert body(ring.get(1) or {}, "req_body") == CHAT_BODY
+    big = json.dumps({"messages": [{"content": "some words " * COMPRESS_MIN_BYTES}]}).encode()
+    ring.store(2, record(req_body=big))
+    assert ring._blobs[2].compressed
+    assert body(ring.get(2) or {}, "req_body") == big
+
+
 def test_stored_form_is_compressed() -> None:
     ring = CaptureRing(1 << 20)
     big = json.dumps({"messages": [{"content": "the same words " * 2000}]}).encode()
@@ -114,7 +133,7 @@ def test_api_keys_and_credentials_are_never_stored() -> None:
         "User-Agent": "curl/8",
     }
     assert capture["resp_headers"]["Set-Cookie"] == REDACTED
-    assert SECRET.encode() not in zlib.decompress(ring._blobs[1])  # not even in the stored bytes
+    assert SECRET not in stored_text(ring, 1)  # not even in what the ring holds
     assert SECRET not in json.dumps(capture)
 
 
@@ -217,7 +236,8 @@ def incompressible(size: int, seed: int) -> bytes:
 
 
 def test_ring_drops_the_oldest_past_its_cap() -> None:
-    one = len(CaptureRing(1 << 20)._capture_blob(record(req_body=incompressible(1000, 0))) or b"")
+    sized = CaptureRing(1 << 20)._capture_blob(record(req_body=incompressible(1000, 0)))
+    one = sized.size if sized is not None else 0
     ring = CaptureRing(one * 3 + one // 2)  # room for three
     for row_id in range(1, 6):
         assert ring.store(row_id, record(req_body=incompressible(1000, row_id)))
