@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import churn_sim
+import instructions
 import nagle_warm
 import proxy_overhead
 import streaming
@@ -77,7 +78,7 @@ def churn(quick: bool) -> Report:
 
 
 BASELINE: str | None = None
-"""``--baseline REV``: proxy, streaming, swap and nagle also measure this git revision, same run."""
+"""``--baseline REV``: proxy, streaming, swap, nagle and instructions also measure this revision."""
 
 BENCHES: dict[str, Callable[[bool], Report]] = {
     "proxy": lambda quick: proxy_overhead.run(quick, baseline=BASELINE, repeat=1 if quick else 3),
@@ -85,6 +86,7 @@ BENCHES: dict[str, Callable[[bool], Report]] = {
     "swap": lambda quick: swap_overhead.run(quick, BASELINE),
     "nagle": lambda quick: nagle_warm.run(quick, BASELINE),
     "churn": churn,
+    "instructions": lambda quick: instructions.run(BASELINE, quick=quick),
 }
 
 
