@@ -40,7 +40,7 @@ LogSink = Callable[[bytes], None]
 
 def dropped_marker(n_bytes: int) -> bytes:
     """The text a slow subscriber sees in place of what it missed."""
-    return f"— {n_bytes} bytes dropped —\n".encode()
+    return f"\n— {n_bytes} bytes dropped —\n".encode()  # spec §19: on a line of its own
 
 
 class LogSubscription:

@@ -57,7 +57,7 @@ def test_slow_subscriber_drops_with_marker_and_others_do_not() -> None:
         assert fast.get_nowait() == b"%d" % i  # keeps up: loses nothing
     # slow read nothing: 3 queued, 3 bytes dropped, marker once the queue drains
     assert drain(slow) == [b"0", b"1", b"2", dropped_marker(3)]
-    assert dropped_marker(3) == "— 3 bytes dropped —\n".encode()
+    assert dropped_marker(3) == "\n— 3 bytes dropped —\n".encode()
     assert fan.history() == b"012345"  # history has everything
 
 
