@@ -90,12 +90,12 @@ def per_request(config: Path, env: dict[str, str], few: int, many: int) -> float
 
 
 def run(
-    baseline: str | None = None,
+    baseline: str | list[str] | None = None,
     requests: int = 300,
     settings: dict[str, object] | None = None,
     quick: bool = False,
 ) -> Report:
-    """Instructions per request for the current tree (and ``baseline``), same config."""
+    """Instructions per request for the current tree (and each ``baseline``), same config."""
     if shutil.which("valgrind") is None:
         return Report("Instructions per request", ["valgrind not installed: skipped."], [], [])
     few, many = 20, 20 + (100 if quick else requests)
@@ -111,9 +111,12 @@ def run(
         env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
         results.append(("modelswap", per_request(config, env, few, many)))
         print(f"  modelswap: {results[-1][1]:,.0f} instructions/request", flush=True)
-        if baseline is not None:
-            with baseline_checkout(baseline, tmp) as old_env:
-                results.append((f"modelswap@{baseline}", per_request(config, old_env, few, many)))
+        baselines = [baseline] if isinstance(baseline, str) else baseline or []
+        for index, rev in enumerate(baselines):
+            where = tmp / f"rev{index}"
+            where.mkdir()
+            with baseline_checkout(rev, where) as old_env:
+                results.append((f"modelswap@{rev}", per_request(config, old_env, few, many)))
             print(f"  {results[-1][0]}: {results[-1][1]:,.0f} instructions/request", flush=True)
     extra = f", config plus {json.dumps(settings)}" if settings else ""
     md = [
@@ -121,10 +124,10 @@ def run(
         f"non-streaming chat completion ({many - few} requests, {CLIENTS} clients, runs of "
         f"{few} and {many} requests differenced{extra}).",
         "",
-        "| target | instructions per request | vs baseline |",
+        f"| target | instructions per request | vs {results[1][0] if len(results) > 1 else '—'} |",
         "|---|---|---|",
     ]
-    base = results[-1][1]
+    base = results[1][1] if len(results) > 1 else results[0][1]
     for name, value in results:
         versus = f"{(value / base - 1) * 100:+.1f} %" if len(results) > 1 else "—"
         md.append(f"| {name} | {value:,.0f} | {versus} |")
@@ -133,7 +136,9 @@ def run(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--baseline", metavar="REV", help="also count this git revision")
+    parser.add_argument(
+        "--baseline", metavar="REV", action="append", help="also count this git revision (repeat)"
+    )
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=JSON", help="config key to override"

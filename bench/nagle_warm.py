@@ -6,7 +6,7 @@ Why: an upstream that leaves Nagle on and writes headers and body in two
 sends (Python's ``http.server``; the fake's ``--nagle`` mode) answers every
 request on a kept-alive connection ~40 ms late for a client whose kernel
 delays its ACK. modelswap keeps its upstream connections alive, so before
-issue 12 item 3 every warm request through it paid that stall; now its
+issue 13 item 3 every warm request through it paid that stall; now its
 upstream sockets re-arm ``TCP_QUICKACK`` (:mod:`modelswap.quickack`).
 
 One ``python -m modelswap`` with two preloaded models side by side — a normal

@@ -27,7 +27,7 @@ What it checks (exit 1 when any fails):
 
 * every request got an answer — a 200 (a streaming one ending in
   ``[DONE]``, or cut short cleanly when its upstream crashed: "truncated",
-  which ends with an SSE error event since issue 12) or a JSON error
+  which ends with an SSE error event since issue 13) or a JSON error
   envelope with a documented status and message (``soak_run.DOCUMENTED_ERRORS``:
   502/503 upstream failures, 429, and llama-swap's 500 ``unspecific error:
   group: model unloaded`` for requests queued when an unload-all came); no

@@ -157,7 +157,7 @@ async def one_request(
             return "disconnected", 200
         text = await resp.read()
         if CUT_STREAM in text or b"data: [DONE]" not in text:
-            return "truncated", 200  # its upstream crashed mid-stream (since issue 12: said so)
+            return "truncated", 200  # its upstream crashed mid-stream (since issue 13: said so)
         return "ok", 200
 
 

@@ -21,7 +21,7 @@ A second measure needs no baseline at all: each fake logs the instant its
 is exactly what modelswap adds after the model is up: noticing it (health
 polling) and forwarding. Both are measured for the normal fake and for its
 ``--nagle`` mode (Nagle on, headers and body in two sends), whose health
-probes on a kept-alive connection used to come back ~40 ms late (issue 12
+probes on a kept-alive connection used to come back ~40 ms late (issue 13
 item 3). ``--baseline REV`` also measures modelswap at git revision REV in
 the same run (its children are today's fake, via the model's ``env``).
 """

@@ -73,6 +73,7 @@ from modelswap.config import ModelTimeouts
 from modelswap.errors import UpstreamError
 from modelswap.quickack import QuickAckConnector
 from modelswap.server.access_log import add_body_bytes, remember_response
+from modelswap.server.fast_upstream import FastUpstream, UpstreamResponse, eligible
 from modelswap.server.headers import (
     SSE_CONTENT_TYPE,
     client_response_headers,
@@ -185,8 +186,10 @@ class _PoolKey:
 class UpstreamClient:
     """HTTP client pools for one app, and the forwarding of requests through them."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, fast: bool = True) -> None:
         self._sessions: dict[_PoolKey, aiohttp.ClientSession] = {}
+        self._fast = FastUpstream() if fast else None
+        """The lean client for the common case (:mod:`~modelswap.server.fast_upstream`)."""
         self._closed = False
 
     def __repr__(self) -> str:
@@ -223,13 +226,15 @@ class UpstreamClient:
     async def close(self) -> None:
         """Close every pool (idempotent); later forwards fail as unreachable."""
         self._closed = True
+        if self._fast is not None:
+            self._fast.close()
         sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
             await session.close()
 
     async def open(
         self, request: web.BaseRequest, target: Target, body: bytes | None
-    ) -> aiohttp.ClientResponse:
+    ) -> UpstreamResponse:
         """Send the request upstream and return once its headers arrived (502 on failure).
 
         ``body`` None streams the client's own body through.
@@ -246,7 +251,26 @@ class UpstreamClient:
             streamed_body=streamed,
         )
 
-        async def send() -> aiohttp.ClientResponse:
+        fast = self._fast
+        if fast is not None and not eligible(
+            request.method, target.url, target.peer, body, streamed and request.body_exists
+        ):
+            fast = None
+
+        async def send() -> UpstreamResponse:
+            if fast is not None:
+                if self._closed:
+                    raise UpstreamUnreachableError(f"{target.error_prefix}: client is closed")
+                timeouts = target.timeouts
+                return await fast.request(
+                    request.method,
+                    target.url,
+                    headers,
+                    body,
+                    connect_timeout=max(timeouts.connect, 0),
+                    keepalive=max(timeouts.keepalive, 0),
+                    idle_conn=max(timeouts.idle_conn, 0),
+                )
             return await self.session_for(target).request(
                 request.method,
                 target.url,
@@ -256,7 +280,7 @@ class UpstreamClient:
                 timeout=client_timeout(target.timeouts, tls=target.url.scheme == "https"),
             )
 
-        async def send_or_resend() -> aiohttp.ClientResponse:
+        async def send_or_resend() -> UpstreamResponse:
             try:
                 return await send()
             except STALE_CONNECTION_ERRORS as error:
@@ -289,7 +313,7 @@ class UpstreamClient:
     async def relay(
         self,
         request: web.BaseRequest,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse,
         target: Target,
         response: web.StreamResponse | None = None,
     ) -> web.StreamResponse:
@@ -337,7 +361,7 @@ class UpstreamClient:
 
 
 async def _copy_body(
-    upstream: aiohttp.ClientResponse,
+    upstream: UpstreamResponse,
     response: web.StreamResponse,
     target: Target,
     seen: Observation | None,
@@ -388,7 +412,7 @@ async def _copy_body(
 SMALL_BODY_BYTES = 64 * 1024
 
 
-def _small_whole_body(upstream: aiohttp.ClientResponse) -> bool:
+def _small_whole_body(upstream: UpstreamResponse) -> bool:
     length = upstream.content_length
     return (
         length is not None
@@ -399,7 +423,7 @@ def _small_whole_body(upstream: aiohttp.ClientResponse) -> bool:
 
 async def _read_small_body(
     request: web.BaseRequest,
-    upstream: aiohttp.ClientResponse,
+    upstream: UpstreamResponse,
     target: Target,
     seen: Observation | None,
 ) -> web.Response:

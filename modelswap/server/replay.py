@@ -1,4 +1,4 @@
-"""Replaying a request whose upstream died before answering (issue 12 item 2).
+"""Replaying a request whose upstream died before answering (issue 13 item 2).
 
 Without this, every request already granted to an upstream that then crashes
 gets a 502 — in the soak, 26–30 per crash, although none of them had received

@@ -7,7 +7,7 @@ waits until the client ACKs the first, and Linux delays that ACK by ~40 ms
 once the connection looks interactive (request, answer, request, …). So every
 answer arrives ~40 ms late unless the client ACKs at once (``TCP_QUICKACK``).
 This mode is such a server, so tests and benchmarks can show that modelswap
-does not pay that stall (issue 12 item 3).
+does not pay that stall (issue 13 item 3).
 
 Deliberately the real thing rather than a simulation: a
 ``ThreadingHTTPServer`` with ``protocol_version = "HTTP/1.1"`` (keep-alive),

@@ -1,4 +1,4 @@
-"""Bodies past the JSON parser's limits, end to end (issue 12 item 1): the answer on the wire.
+"""Bodies past the JSON parser's limits, end to end (issue 13 item 1): the answer on the wire.
 
 The fake's echo (any path it does not serve itself, here ``/v/chat/completions``
 → ``/chat/completions``) shows the bytes the upstream received; the unit table

@@ -1,4 +1,4 @@
-"""Upstreams that stall on Nagle + delayed ACK cost nothing (issue 12 item 3).
+"""Upstreams that stall on Nagle + delayed ACK cost nothing (issue 13 item 3).
 
 The ``--nagle`` fake is a stdlib ``http.server``: Nagle on, headers and body
 in two sends. On a kept-alive connection its second send waits for the

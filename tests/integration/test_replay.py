@@ -1,4 +1,4 @@
-"""Nothing lost when an upstream dies before answering (issue 12 item 2).
+"""Nothing lost when an upstream dies before answering (issue 13 item 2).
 
 Real app, real fake upstreams that really crash (``--crash-after``, or a
 SIGKILL standing in for a segfault). To have requests *inside* an upstream when

@@ -20,6 +20,7 @@ import openai
 import pytest
 import pytest_asyncio
 
+from modelswap.server.proxy import UPSTREAM_CLIENT
 from modelswap.testing.fake_process import FakeUpstreamProcess, wait_event
 from tests.integration.server_harness import Server, fake, running_server, sse_events
 
@@ -91,9 +92,13 @@ async def post(server: Server, path: str, body: Any, **kw: Any) -> tuple[int, An
 
 
 async def test_s24_1_chat_goes_to_the_local_model(server: Server) -> None:
+    fast = server.app[UPSTREAM_CLIENT]._fast
+    assert fast is not None
     status, body = await post(server, "/v1/chat/completions", {"model": "m1", **CHAT})
     assert status == 200, body
     assert body["model_id"] == "m1" and body["received_model"] == "m1"
+    # a local http:// upstream and a body in memory: the lean client carried it
+    assert any(key.port == server.fakes["m1"].port for key in fast._pools), fast
 
 
 ROUTES = [

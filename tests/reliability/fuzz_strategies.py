@@ -192,7 +192,7 @@ def _encode_body(text: str, encoding: str) -> bytes:
 
 @st.composite
 def json_limit_requests(draw: st.DrawFn) -> Request:
-    """What Python's JSON parser cannot hold, beside a valid model or not (issue 12 item 1).
+    """What Python's JSON parser cannot hold, beside a valid model or not (issue 13 item 1).
 
     Deep nesting (arrays, objects, mixed; 900-100,000 levels), integers past
     the 4,300-digit limit, 1e999999, huge strings, NaN/Infinity, duplicate

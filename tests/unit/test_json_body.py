@@ -1,4 +1,4 @@
-"""JSON bodies past the parser's limits (issue 12 item 1): every case's exact answer, pure.
+"""JSON bodies past the parser's limits (issue 13 item 1): every case's exact answer, pure.
 
 What llama-swap does was settled black-box (the real binary in front of a
 recording upstream); docs/architecture.md lists it beside what we do. Each row
