@@ -123,9 +123,8 @@ def model_field(req: Mapping[str, Any]) -> str:
 
 
 def streaming(req: Mapping[str, Any]) -> bool:
-    """Ollama streams unless ``stream`` is false."""
-    value = req.get("stream", True)
-    return value is not False and value is not None
+    """Ollama streams unless ``stream`` is false (absent or null: it streams)."""
+    return req.get("stream") is not False
 
 
 def parse_keep_alive(value: Any) -> float | None:

@@ -119,11 +119,11 @@ class StreamTranslator:
             calls = [self._calls[i] for i in sorted(self._calls)]
             message = assistant_message({"tool_calls": calls}, self.think)
             out.append(self._object({"message": message}, wall))
-        last = self._object({}, wall)
         if self.kind == "chat":
-            last["message"] = {"role": "assistant", "content": ""}
+            empty: JsonDict = {"message": {"role": "assistant", "content": ""}}
         else:
-            last["response"] = ""
+            empty = {"response": ""}
+        last = self._object(empty, wall)
         reason = done_reason(self.finish_reason)
         last.update(done_fields(reason, timing, self.usage, self.timings))
         out.append(last)
