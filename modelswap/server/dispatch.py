@@ -95,9 +95,9 @@ async def serve_local(
     SSE events, since its 200 is already on the wire. A request whose upstream
     died before answering is re-admitted once (:mod:`modelswap.server.replay`).
     """
-    trip = _Trip(request, state, model_id, raw_path, raw_query, body, streaming, loading_allowed)
-    if forward is not None:
-        trip.forward = forward
+    trip = _Trip(
+        request, state, model_id, raw_path, raw_query, body, streaming, loading_allowed, forward
+    )
     replays = 1
     ticket = await state.router.admit(model_id)
     while True:
@@ -156,6 +156,7 @@ class _Trip:
         body: bytes | None,
         streaming: bool,
         loading_allowed: bool,
+        forward: Forward | None = None,
     ) -> None:
         self.request = request
         self.state = state
@@ -171,7 +172,7 @@ class _Trip:
         self.stream: web.StreamResponse | None = None
         self._write: Write | None = None
         self._serving = False
-        self.forward: Forward = state.client.forward
+        self.forward: Forward = forward or state.client.forward
 
     async def attempt(self, ticket: LocalTicket) -> web.StreamResponse:
         """Wait for the grant (maybe streaming loading state), then proxy; errors raise."""

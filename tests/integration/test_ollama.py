@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import pytest
 import pytest_asyncio
 
 from modelswap.testing.fake_process import fake_upstream_env, free_port
+from tests.integration.router_harness import Fake
 from tests.integration.server_harness import config_text, fake
 from tests.integration.test_cli import Served, serving, stop_with
 from tests.integration.test_events_api import EventStream, states
@@ -43,6 +45,7 @@ WEATHER_TOOL = {
 class Ollama:
     served: Served
     plain_url: str
+    fakes: dict[str, Fake]
 
     @property
     def url(self) -> str:
@@ -70,6 +73,7 @@ async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Olla
         fake(tmp, "embedder"),
         fake(tmp, "brief"),
         fake(tmp, "slow", chunks=3, chunk_interval=30, settings={"concurrencyLimit": 1}),
+        fake(tmp, "crashy", chunks=3, chunk_interval=30, settings={"retryOnCrash": False}),
     ]
     port = free_port()
     head = f"ollama:\n  listen: 127.0.0.1:{port}\n"
@@ -78,7 +82,7 @@ async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Olla
     args = ["--config", str(config), "--listen", f"127.0.0.1:{free_port()}"]
     async with serving(args, tmp, fake_upstream_env()) as served:
         assert f"ollama API listening on http://127.0.0.1:{port}" in "".join(served.output)
-        yield Ollama(served, f"http://127.0.0.1:{port}")
+        yield Ollama(served, f"http://127.0.0.1:{port}", {f.model_id: f for f in fakes})
         assert await stop_with(served, signal.SIGTERM) == 0  # stops every upstream it started
 
 
@@ -122,7 +126,13 @@ async def test_root_and_version(server: Ollama) -> None:
 async def test_list_names_models_as_ollama_does(client: ollama.AsyncClient) -> None:
     listed = await client.list()
     names = [m.model for m in listed.models]
-    assert names == ["qwen3:latest", "embedder:latest", "brief:latest", "slow:latest"]
+    assert names == [
+        "qwen3:latest",
+        "embedder:latest",
+        "brief:latest",
+        "slow:latest",
+        "crashy:latest",
+    ]
     assert all(m.digest and len(m.digest) == 64 for m in listed.models)
 
 
@@ -329,6 +339,19 @@ async def test_concurrency_limit_is_a_429_in_ollama_shape(server: Ollama) -> Non
                 assert (await resp.json())["error"]
     finally:
         await stream.aclose()  # the client leaves: modelswap aborts the upstream request
+
+
+async def test_an_upstream_dying_mid_stream_ends_it_with_an_error_line(server: Ollama) -> None:
+    client = server.client()
+    stream = await client.chat(
+        model="crashy", messages=[{"role": "user", "content": "x"}], stream=True
+    )
+    first = await anext(stream)
+    assert first.message.content and not first.done
+    pid = server.fakes["crashy"].events("listening")[-1]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(ollama.ResponseError, match="upstream disconnected mid-stream"):
+        await anext(stream)
 
 
 # --- the listener of its own -----------------------------------------------------------
