@@ -92,9 +92,10 @@ def ps(running: Sequence[Running], now: float) -> JsonDict:
 
 def show(facts: ModelFacts, model: ModelConfig, model_file: str | None, now: float) -> JsonDict:
     """``/api/show``: details, capabilities and what modelswap knows of the model."""
-    info: JsonDict = {"general.architecture": facts.details.family or "unknown"}
-    if facts.details.family and facts.context:
-        info[f"{facts.details.family}.context_length"] = facts.context
+    architecture = facts.details.family or "unknown"
+    info: JsonDict = {"general.architecture": architecture}
+    if facts.context:  # clients read "<general.architecture>.context_length"
+        info[f"{architecture}.context_length"] = facts.context
     lines = ["# served by modelswap; the model's cmd decides how it is loaded"]
     if model_file:
         lines.append(f"FROM {model_file}")

@@ -44,6 +44,7 @@ log = logging.getLogger("modelswap.ollama")
 NDJSON = "application/x-ndjson"
 MAX_WHOLE_BODY = 64 * 1024 * 1024
 """A non-streamed upstream answer larger than this is refused (502), not buffered."""
+TOO_LARGE = "answer too large to translate"
 
 
 @dataclass(slots=True)
@@ -84,7 +85,7 @@ class Translation:
             data = await _read_whole(upstream, target, seen)
             return _json(request, self._whole(data, seen), 200, headers)
         finally:
-            upstream.close()  # read to the end, or aborted: never pooled half-read
+            upstream.close()  # a no-op once released; else aborts: never pooled half-read
 
     def timing(self, seen: Observation | None) -> translate.Timing:
         """``total_duration`` up to now and the ``load_duration`` the request waited for."""
@@ -138,20 +139,26 @@ class Translation:
                 seen.tee(chunk)
             if whole_json:  # an upstream that ignored "stream": one object at the end
                 buffered += chunk
-                if chunk:
+                if chunk and len(buffered) <= MAX_WHOLE_BODY:
                     continue
                 try:
+                    if chunk:
+                        raise UpstreamUnreachableError(f"{target.error_prefix}: {TOO_LARGE}")
+                    upstream.release()  # read to the end
                     objects = [self._whole(buffered, seen)]
                 except UpstreamUnreachableError as error:
                     objects = [{"error": error.message}]
+                chunk = b""  # this is the end either way
             elif chunk:
                 wall = time.time()
                 objects = [
                     obj for data in decoder.feed(chunk) for obj in translator.payload(data, wall)
                 ]
             else:
-                rest = [obj for data in decoder.close() for obj in translator.payload(data, 0)]
-                objects = rest + translator.finish(self.timing(seen), time.time())
+                upstream.release()  # read to the end: the connection may be pooled again
+                wall = time.time()
+                rest = [obj for data in decoder.close() for obj in translator.payload(data, wall)]
+                objects = rest + translator.finish(self.timing(seen), wall)
             if objects and not await _write(response, ndjson(objects)):
                 break  # the client left
             if not chunk:
@@ -176,7 +183,7 @@ async def _read_whole(
     """The whole upstream body (bounded); a failure before its end is a 502."""
     length = upstream.content_length
     if length is not None and length > MAX_WHOLE_BODY:
-        raise UpstreamUnreachableError(f"{target.error_prefix}: answer too large to translate")
+        raise UpstreamUnreachableError(f"{target.error_prefix}: {TOO_LARGE}")
     try:
         data = await upstream.content.read(MAX_WHOLE_BODY + 1)
         # read(n) returns what is there up to n: loop to the end (or the bound).
@@ -188,7 +195,8 @@ async def _read_whole(
     except UPSTREAM_ERRORS as error:
         raise UpstreamUnreachableError(f"{target.error_prefix}: {describe(error)}") from None
     if len(data) > MAX_WHOLE_BODY:
-        raise UpstreamUnreachableError(f"{target.error_prefix}: answer too large to translate")
+        raise UpstreamUnreachableError(f"{target.error_prefix}: {TOO_LARGE}")
+    upstream.release()  # read to the end: the connection may be pooled again
     if seen is not None:
         seen.tee(data)
     return data

@@ -170,6 +170,12 @@ def test_show() -> None:
     assert out["model_info"] == {"general.architecture": "qwen3", "qwen3.context_length": 8192}
     assert out["capabilities"] == ["completion"]
     assert "FROM /m/Qwen3-8B-Q4_K_M.gguf" in out["modelfile"]
+    unnamed = show(ModelFacts("x", context=2048), cfg.models["qwen3"], None, now=0.0)
+    assert unnamed["model_info"] == {
+        "general.architecture": "unknown",
+        "unknown.context_length": 2048,
+    }
+    assert "FROM" not in unnamed["modelfile"]
 
 
 @pytest.mark.parametrize(
