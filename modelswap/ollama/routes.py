@@ -11,9 +11,10 @@ translating forwarder (:mod:`~modelswap.ollama.relay`): the same admission,
 queue, swap, 429 and observation as every other inference route. They serve
 local models (IDs and aliases); peers and selectors are not offered here.
 
-Every error is Ollama's ``{"error": "..."}`` with the status: 400 for a bad
-request, 404 for an unknown model (``model "x" not found, try pulling it
-first``, which clients recognise), 429 with ``Retry-After`` at a model's
+Every error is Ollama's ``{"error": "..."}`` (the app's error middleware
+gives these paths that shape, auth's 401 included) with the status: 400 for
+a bad request, 404 for an unknown model (``model "x" not found, try pulling
+it first``, which clients recognise), 429 with ``Retry-After`` at a model's
 concurrency limit, 5xx for upstream and load failures.
 
 ``keep_alive`` is applied once the request was served: 0 unloads the model
@@ -33,7 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from modelswap import __version__
-from modelswap.errors import ModelNotFoundError, ModelswapError
+from modelswap.errors import ModelNotFoundError
 from modelswap.ollama import listing, names
 from modelswap.ollama import request as req_map
 from modelswap.ollama.relay import Translation
@@ -41,6 +42,7 @@ from modelswap.ollama.response import load_response
 from modelswap.process.state import ProcessState
 from modelswap.server.context import SERVER_STATE, ServerState
 from modelswap.server.dispatch import serve_local
+from modelswap.server.errors import OLLAMA_ERROR_PREFIXES
 from modelswap.server.extract import read_body
 from modelswap.server.filters import apply_json_filters, filter_plan
 from modelswap.server.json_body import encode_json
@@ -68,26 +70,6 @@ OLLAMA_INFERENCE_PATHS = frozenset(
 )
 """What the recording middleware observes (activity rows, Server-Timing), under
 ``/ollama`` and at the plain paths of the own listener, which shares the middleware."""
-
-
-def ollama_error(
-    status: int, message: str, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
-
-
-def _ollama_errors(handler: Handler) -> Handler:
-    """Our errors in Ollama's shape (the app's error middleware would use OpenAI's)."""
-
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except ModelswapError as error:
-            retry_after = getattr(error, "retry_after", None)
-            headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-            return ollama_error(error.status, error.message, headers)
-
-    return wrapped
 
 
 async def root(request: web.Request) -> web.Response:
@@ -142,7 +124,6 @@ async def ps(request: web.Request) -> web.Response:
     return web.json_response(listing.ps(running, time.time()))
 
 
-@_ollama_errors
 async def show(request: web.Request) -> web.Response:
     state = request.app[SERVER_STATE]
     body = req_map.parse_body(await read_body(request))
@@ -162,7 +143,6 @@ def _not_found(name: str) -> str:
 def _inference(kind: str) -> Handler:
     build = BUILDERS[kind]
 
-    @_ollama_errors
     async def handler(request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
         state = request.app[SERVER_STATE]
@@ -204,7 +184,11 @@ def _inference(kind: str) -> Handler:
 
 
 def add_ollama_routes(app: web.Application, prefix: str = PREFIX) -> None:
-    """Register the Ollama API under ``prefix`` (``""``: Ollama's own paths)."""
+    """Register the Ollama API under ``prefix`` (``""``: Ollama's own paths).
+
+    Errors under the prefix take Ollama's shape (:data:`OLLAMA_ERROR_PREFIXES`).
+    """
+    app[OLLAMA_ERROR_PREFIXES] = (*app.get(OLLAMA_ERROR_PREFIXES, ()), prefix + "/")
     app.router.add_get(prefix + "/", root)
     if prefix:
         app.router.add_get(prefix, root)

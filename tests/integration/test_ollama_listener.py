@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 import aiohttp
+import ollama
 import pytest
 
 from modelswap.testing.fake_process import free_port
@@ -65,3 +66,20 @@ async def test_without_the_key_there_is_no_listener_and_no_plain_paths(tmp_path:
             assert resp.status == 404
         async with s.get("/ollama/api/tags") as resp:
             assert resp.status == 200
+
+
+async def test_api_keys_apply_and_a_refusal_is_ollama_shaped(tmp_path: Path) -> None:
+    port = free_port()
+    head = f"apiKeys: [secret]\nollama:\n  listen: 127.0.0.1:{port}\n"
+    async with running_server([fake(tmp_path, "m")], head) as server:
+        for url in (f"{server.url}/ollama", f"http://127.0.0.1:{port}"):
+            async with aiohttp.ClientSession() as s, s.get(f"{url}/api/tags") as resp:
+                assert resp.status == 401
+                assert await resp.json() == {"error": "unauthorized: invalid or missing API key"}
+            client = ollama.AsyncClient(host=url, headers={"Authorization": "Bearer secret"})
+            assert [m.model for m in (await client.list()).models] == ["m:latest"]
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as s, s.get("/") as resp:
+            assert await resp.text() == "Ollama is running"  # public, as "/" is on the main one
+        async with server.session() as s, s.get("/v1/models") as resp:
+            assert resp.status == 401
+            assert (await resp.json())["error"]["message"]  # the OpenAI envelope elsewhere
