@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from modelswap.ollama.response import (
     Timing,
@@ -278,3 +280,24 @@ def test_an_upstream_error_event_ends_the_stream_with_an_error_line() -> None:
 
 def test_ndjson_is_one_compact_line_per_object() -> None:
     assert ndjson([{"a": 1}, {"b": [1, 2]}]) == b'{"a":1}\n{"b":[1,2]}\n'
+
+
+@given(
+    pieces=st.lists(st.text(max_size=8), max_size=8),
+    cuts=st.lists(st.integers(min_value=1, max_value=40), max_size=20),
+)
+def test_streamed_text_survives_any_chunking(pieces: list[str], cuts: list[int]) -> None:
+    """However the upstream splits its text and its bytes, the NDJSON says the same."""
+    data = sse(*[chunk({"content": p}) for p in pieces], chunk({}, "stop"), "[DONE]")
+    decoder, translator = SSEDecoder(), StreamTranslator("chat", "m", None)
+    out: list[dict[str, Any]] = []
+    at = 0
+    for cut in [*cuts, len(data)]:
+        for payload in decoder.feed(data[at : at + cut]):
+            out += translator.payload(payload, WALL)
+        at += cut
+    for payload in decoder.close():
+        out += translator.payload(payload, WALL)
+    out += translator.finish(TIMING, WALL)
+    assert "".join(o["message"]["content"] for o in out) == "".join(pieces)
+    assert [o["done"] for o in out].count(True) == 1 and out[-1]["done"]
