@@ -29,6 +29,7 @@ from modelswap.observability.captures import CAPTURES, CaptureRing
 from modelswap.observability.events_hub import EVENTS_HUB, EventsHub
 from modelswap.observability.inflight import INFLIGHT, InflightTracker
 from modelswap.observability.log_monitors import setup_log_monitors
+from modelswap.ollama.routes import OLLAMA_INFERENCE_PATHS
 from modelswap.router.build import build_router
 from modelswap.router.runtime import LocalRouter
 from modelswap.server.access_log import AccessLog
@@ -102,7 +103,7 @@ def build_app(config: Config, *, base_env: Mapping[str, str] | None = None) -> w
             access_log.middleware,
             cors_middleware,
             auth_middleware(config.api_keys),
-            recording_middleware(OBSERVED_INFERENCE_PATHS),
+            recording_middleware(OBSERVED_INFERENCE_PATHS | OLLAMA_INFERENCE_PATHS),
             error_middleware,
         ]
     )

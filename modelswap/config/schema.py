@@ -291,6 +291,14 @@ class OnStartupHooks(FrozenModel):
     )
 
 
+class OllamaConfig(FrozenModel):
+    listen: YamlStr = Field(
+        "",
+        description="HOST:PORT of a listener serving Ollama's API at its own paths "
+        "(e.g. 127.0.0.1:11434); empty = none. The main listener serves it under /ollama.",
+    )
+
+
 class HooksConfig(FrozenModel):
     on_startup: OnStartupHooks = Field(default_factory=OnStartupHooks)
 
@@ -342,6 +350,7 @@ class _ConfigFields(FrozenModel):
     peers: IdMap[PeerConfig] = Field(default_factory=dict)
     hooks: HooksConfig = Field(default_factory=HooksConfig)
     upstream: UpstreamConfig = Field(default_factory=UpstreamConfig)
+    ollama: OllamaConfig = Field(default_factory=OllamaConfig)
 
 
 class ConfigDocument(_ConfigFields):

@@ -45,6 +45,7 @@ from modelswap.config.validate_names import (
     check_selectors,
     clean_preload,
 )
+from modelswap.config.validate_ollama import check_ollama
 from modelswap.config.validate_routing import normalise_routing, normalise_scheduler
 from modelswap.errors import ConfigProblem
 
@@ -87,6 +88,7 @@ def validate_document(doc: ConfigDocument, locate: Locate = nowhere) -> Validate
     upstream = doc.upstream.model_copy(
         update={"ignore_paths": _check_ignore_paths(doc.upstream.ignore_paths, report)}
     )
+    ollama = check_ollama(doc.ollama, report)
     if doc.log_to_stdout not in LOG_TO_STDOUT_VALUES:
         report.fail("logToStdout must be one of: proxy, upstream, both, none", "logToStdout")
 
@@ -130,6 +132,7 @@ def validate_document(doc: ConfigDocument, locate: Locate = nowhere) -> Validate
         ui=ui,
         store=store,
         upstream=upstream,
+        ollama=ollama,
         models=models,
         routing=routing,
         hooks=hooks,

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
 from collections import deque
@@ -74,6 +75,8 @@ FAILED_START_GRACE = 5.0  # router.md §2.5: cleanup after a start that failed b
 TEARDOWN_GRACE = 1.0  # router.md §2.9
 PIPE_BACKSTOP = 10.0  # router.md §2.5 step 4
 TTL_TICK = 1.0  # router.md §2.8
+IMMEDIATE_TTL = 1e-9
+"""``keep_alive(0)``: idle for any time at all is long enough."""
 
 StateListener = Callable[[StateChange], None]
 #: How a start ended: interrupted by an operation, failed, or None for ready.
@@ -127,6 +130,7 @@ class ManagedProcess:
         self._ready_waiters: list[asyncio.Future[None]] = []
         self._run_exits: list[asyncio.Future[None]] = []
         self._ttl_monitor: asyncio.Task[None] | None = None
+        self._ttl_override: float | None = None  # keep_alive(); cleared when leaving READY
 
         # Request accounting (TTL), written synchronously by track_request:
         self._in_flight = 0
@@ -158,6 +162,11 @@ class ManagedProcess:
     @property
     def last_use(self) -> float | None:
         return self._last_use
+
+    @property
+    def ttl(self) -> float:
+        """The TTL in force: the config's ``ttl``, or this run's :meth:`keep_alive`."""
+        return self.spec.ttl if self._ttl_override is None else self._ttl_override
 
     def statistics(self) -> ProcessStatistics:
         return ProcessStatistics(
@@ -270,6 +279,16 @@ class ManagedProcess:
         self._post(ops.Stop(timeout, done))
         await done
 
+    def keep_alive(self, ttl: float | None) -> None:
+        """Use ``ttl`` (seconds) as this run's TTL; 0 = unload as soon as idle, inf = never.
+
+        Ollama's ``keep_alive``. Applied by the controller, and only if READY:
+        the override ends with the run (a later start uses the config's
+        ``ttl`` again). The TTL rule itself still decides, so a request in
+        flight keeps the model. ``None`` restores the config's ``ttl``.
+        """
+        self._post(ops.KeepAlive(ttl))
+
     async def shutdown(self) -> None:
         """Teardown: state SHUTDOWN at once, child killed (1 s grace), all later ops fail."""
         done = self._new_future()
@@ -316,6 +335,8 @@ class ManagedProcess:
         if not check_transition(old, new):
             return
         self._state = new
+        if old is S.READY:
+            self._ttl_override = None  # keep_alive lasts one run
         change = StateChange(self.model_id, old, new)
         log.debug("<%s> %s -> %s", self.model_id, old, new)
         for listener in list(self._listeners):
@@ -355,6 +376,8 @@ class ManagedProcess:
                     await self._ttl_due(op.child)
                 elif isinstance(op, ops.ChildExited):
                     await self._child_exited(op.child)
+                elif isinstance(op, ops.KeepAlive):
+                    await self._keep_alive(op.ttl)
                 else:
                     await self._teardown()
                     ops.settle(op.done)
@@ -607,8 +630,18 @@ class ManagedProcess:
 
     # --- TTL ------------------------------------------------------------------------------
 
+    async def _keep_alive(self, ttl: float | None) -> None:
+        if self._state is not S.READY:
+            return  # nothing loaded to keep (the stop or crash cleared any override)
+        if ttl is not None:
+            # ttl_expired treats 0 as "never": the smallest positive TTL means "now".
+            ttl = IMMEDIATE_TTL if ttl == 0 else 0.0 if math.isinf(ttl) else ttl
+        self._ttl_override = ttl
+        await self._disarm_ttl()
+        self._arm_ttl()
+
     def _arm_ttl(self) -> None:
-        if self.spec.ttl > 0 and self._child is not None:
+        if self.ttl > 0 and self._child is not None:
             self._ttl_monitor = asyncio.create_task(self._watch_ttl(self._child))
 
     async def _disarm_ttl(self) -> None:
@@ -626,7 +659,7 @@ class ManagedProcess:
 
     def _ttl_inputs(self) -> tuple[float, float, int, float]:
         last_use = self._last_use if self._last_use is not None else self._clock()
-        return self._clock(), last_use, self._in_flight, self.spec.ttl
+        return self._clock(), last_use, self._in_flight, self.ttl
 
     async def _ttl_due(self, child: Child) -> None:
         if child is not self._child or self._state is not S.READY:
@@ -635,5 +668,5 @@ class ManagedProcess:
         if not ttl_expired(*self._ttl_inputs()):
             self._arm_ttl()  # a request arrived after the monitor looked: keep serving
             return
-        log.info("<%s> Unloading model, TTL of %ss reached", self.model_id, f"{self.spec.ttl:g}")
+        log.info("<%s> Unloading model, TTL of %ss reached", self.model_id, f"{self.ttl:g}")
         await self._stop_ready(self.spec.unload_timeout)

@@ -50,7 +50,17 @@ class TtlDue:
     child: Child
 
 
-Op = Ensure | Stop | Shutdown | ChildExited | TtlDue
+@dataclass(eq=False)
+class KeepAlive:
+    """Replace the TTL for the rest of this run (None: back to the config's ``ttl``).
+
+    Posted by an Ollama request's ``keep_alive``; applied only while READY.
+    """
+
+    ttl: float | None
+
+
+Op = Ensure | Stop | Shutdown | ChildExited | TtlDue | KeepAlive
 #: What may interrupt a start.
 Interrupt = Stop | Shutdown
 

@@ -292,6 +292,17 @@ class LocalRouter:
         priority = str(self._scheduler.priority(model_id))
         return GrantedUpstream(model_id, process.base_url(), priority)
 
+    def keep_alive(self, model_id: str, ttl: float | None) -> None:
+        """Set a loaded model's TTL for the rest of its run (Ollama's ``keep_alive``).
+
+        0 unloads it as soon as nothing is in flight, ``math.inf`` keeps it
+        loaded; the process applies it only while ready (see
+        :meth:`ManagedProcess.keep_alive`). Unknown models are ignored.
+        """
+        process = self._processes.get(model_id)
+        if process is not None and not self._closing:
+            process.keep_alive(ttl)
+
     def preload(
         self, models: Sequence[str], on_preloaded: PreloadListener | None = None
     ) -> asyncio.Task[None]:

@@ -15,6 +15,7 @@ unwinds through the same ``finally`` and closes the upstream connection.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -34,6 +35,16 @@ from modelswap.server.proxy import Target, UpstreamConnectionLostError, join_url
 from modelswap.server.recording import observation
 from modelswap.server.replay import announce_replay, replayable, wait_crash_noticed
 from modelswap.server.websocket import tunnel_websocket
+
+Forward = Callable[
+    [web.Request, Target, bytes | None, web.StreamResponse | None],
+    Awaitable[web.StreamResponse],
+]
+"""How a granted request reaches its upstream: ``(request, target, body, loading stream)``.
+
+The default is :meth:`~modelswap.server.proxy.UpstreamClient.forward` (bytes
+relayed as they are); the Ollama routes pass a translating one.
+"""
 
 
 def local_target(state: ServerState, upstream: Upstream, raw_path: str, raw_query: str) -> Target:
@@ -73,15 +84,20 @@ async def serve_local(
     body: bytes | None,
     streaming: bool = False,
     loading_allowed: bool = False,
+    forward: Forward | None = None,
 ) -> web.StreamResponse:
     """Admit ``model_id``, wait for its grant (maybe streaming loading state), then proxy.
+
+    ``forward`` replaces the plain byte relay (see :data:`Forward`).
 
     Admission errors (404, 429, shutting down) raise before anything is
     written. Errors after a loading stream started are written into it as
     SSE events, since its 200 is already on the wire. A request whose upstream
     died before answering is re-admitted once (:mod:`modelswap.server.replay`).
     """
-    trip = _Trip(request, state, model_id, raw_path, raw_query, body, streaming, loading_allowed)
+    trip = _Trip(
+        request, state, model_id, raw_path, raw_query, body, streaming, loading_allowed, forward
+    )
     replays = 1
     ticket = await state.router.admit(model_id)
     while True:
@@ -117,6 +133,7 @@ class _Trip:
         "_serving",
         "_write",
         "body",
+        "forward",
         "model_id",
         "raw_path",
         "raw_query",
@@ -139,6 +156,7 @@ class _Trip:
         body: bytes | None,
         streaming: bool,
         loading_allowed: bool,
+        forward: Forward | None = None,
     ) -> None:
         self.request = request
         self.state = state
@@ -154,6 +172,7 @@ class _Trip:
         self.stream: web.StreamResponse | None = None
         self._write: Write | None = None
         self._serving = False
+        self.forward: Forward = forward or state.client.forward
 
     async def attempt(self, ticket: LocalTicket) -> web.StreamResponse:
         """Wait for the grant (maybe streaming loading state), then proxy; errors raise."""
@@ -180,9 +199,7 @@ class _Trip:
                 target = local_target(self.state, upstream, self.raw_path, self.raw_query)
                 if self.stream is None and is_websocket_upgrade(self.request.headers):
                     return await tunnel_websocket(self.request, self.state.client, target)
-                return await self.state.client.forward(
-                    self.request, target, self.body, response=self.stream
-                )
+                return await self.forward(self.request, target, self.body, self.stream)
         except ModelswapError:
             if loading is not None:
                 await loading.finish()  # the closing lines, then the caller writes the error

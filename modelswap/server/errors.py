@@ -9,6 +9,10 @@ traceback or aiohttp's HTML error page. Two exceptions, both llama-swap's:
   programmatically, so it must be machine-readable);
 * a path no route matches gets Go's mux answer, plain ``404 page not found``;
   a known path with the wrong method keeps aiohttp's 405 with ``Allow``.
+
+Paths under a prefix listed in ``app[OLLAMA_ERROR_PREFIXES]`` (Ollama's API,
+:mod:`modelswap.ollama.routes`) get Ollama's shape instead, whatever the
+error's origin (auth's 401 included): ``{"error": "<message>"}``.
 """
 
 from __future__ import annotations
@@ -41,6 +45,10 @@ _TYPE_AND_CODE: dict[int, tuple[str, str]] = {
 }
 
 
+OLLAMA_ERROR_PREFIXES: web.AppKey[tuple[str, ...]] = web.AppKey("ollama_error_prefixes", tuple)
+"""Path prefixes whose errors are Ollama's ``{"error": "..."}`` (registered with the routes)."""
+
+
 def error_type_and_code(status: int) -> tuple[str, str]:
     """OpenAI-style ``type`` and ``code`` for a status, as llama-swap assigns them."""
     if status in _TYPE_AND_CODE:
@@ -60,6 +68,9 @@ def error_response(
     force_json: bool = False,
 ) -> web.Response:
     """Build the error body in the format the client's ``Accept`` header prefers."""
+    ollama_prefixes = request.app.get(OLLAMA_ERROR_PREFIXES)
+    if isinstance(ollama_prefixes, tuple) and request.path.startswith(ollama_prefixes):
+        return web.json_response({"error": message}, status=status, headers=headers)
     accept = "" if force_json else request.headers.get("Accept", "")
     if "text/plain" in accept:
         return web.Response(

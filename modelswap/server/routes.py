@@ -10,7 +10,9 @@ whole HTTP surface can be read on one screen:
 * :mod:`~modelswap.server.passthrough` — ``/upstream``, ``/comfyui``;
 * :mod:`~modelswap.server.timeline_api`, :mod:`~modelswap.server.processes_api`
   — ``/api/timeline``, ``/api/processes`` (modelswap only, see docs/api.md);
-* :mod:`~modelswap.server.ui_static` — ``/ui``, ``/ui/…``, ``/favicon.ico``.
+* :mod:`~modelswap.server.ui_static` — ``/ui``, ``/ui/…``, ``/favicon.ico``;
+* :mod:`~modelswap.ollama.routes` — Ollama's API under ``/ollama`` (and, when
+  configured, on a listener of its own: :mod:`~modelswap.ollama.listener`).
 
 aiohttp gives the Go mux behaviours the spec needs: ``GET`` routes answer
 ``HEAD``, a wrong method is a 405 with ``Allow``; unmatched paths are turned
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from modelswap.ollama.listener import add_ollama_api
 from modelswap.server.activity_api import add_activity_routes
 from modelswap.server.admin import add_admin_routes
 from modelswap.server.context import ServerState
@@ -54,3 +57,4 @@ def add_routes(app: web.Application, state: ServerState) -> None:
     add_timeline_routes(app)
     add_processes_routes(app)
     add_ui_routes(app)
+    add_ollama_api(app, state.config)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import struct
 from typing import Any
 
@@ -93,8 +94,15 @@ def timings(prompt_n: int, predicted_n: int) -> JsonDict:
 
 
 def chat_completion(
-    rid: str, model: str, created: int, text: str, prompt_n: int, completion_n: int
+    rid: str,
+    model: str,
+    created: int,
+    text: str,
+    prompt_n: int,
+    completion_n: int,
+    extras: JsonDict | None = None,
 ) -> JsonDict:
+    extras = extras or {}
     return {
         "id": rid,
         "object": "chat.completion",
@@ -104,14 +112,48 @@ def chat_completion(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
+                "message": {"role": "assistant", "content": text, **extras},
                 "logprobs": None,
-                "finish_reason": "stop",
+                "finish_reason": "tool_calls" if "tool_calls" in extras else "stop",
             }
         ],
         "usage": usage_openai(prompt_n, completion_n),
         "timings": timings(prompt_n, completion_n),
     }
+
+
+def chat_extras(body: JsonDict, model: str, text: str) -> tuple[str, JsonDict]:
+    """What a chat request asks beyond plain text: ``(content, extra message fields)``.
+
+    ``response_format`` json → the content is a JSON object; ``tools`` (unless
+    the last message is a tool result) → one call of the first tool, with the
+    model id as argument; ``chat_template_kwargs.enable_thinking`` →
+    ``reasoning_content``. The stream sends the extras as their own deltas.
+    """
+    extras: JsonDict = {}
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
+        text = json.dumps({"model_id": model, "text": text})
+    kwargs = body.get("chat_template_kwargs")
+    if isinstance(kwargs, dict) and kwargs.get("enable_thinking") is True:
+        extras["reasoning_content"] = f"thinking as {model}"
+    tools, messages = body.get("tools"), body.get("messages")
+    last = messages[-1] if isinstance(messages, list) and messages else {}
+    if isinstance(tools, list) and tools and isinstance(last, dict) and last.get("role") != "tool":
+        name = (
+            str((tools[0].get("function") or {}).get("name", ""))
+            if isinstance(tools[0], dict)
+            else ""
+        )
+        arguments = json.dumps({"model_id": model})
+        call = {
+            "id": "call_fake",
+            "type": "function",
+            "function": {"name": name, "arguments": arguments},
+        }
+        extras["tool_calls"] = [call]
+        text = ""
+    return text, extras
 
 
 def chat_chunk(rid: str, model: str, created: int, delta: JsonDict, finish: str | None) -> JsonDict:
@@ -359,15 +401,40 @@ def speech_bytes(text: str, model: str) -> bytes:
 
 
 def chat_stream(
-    rid: str, model: str, created: int, pieces: list[str], prompt_n: int, include_usage: bool
+    rid: str,
+    model: str,
+    created: int,
+    pieces: list[str],
+    prompt_n: int,
+    include_usage: bool,
+    extras: JsonDict | None = None,
 ) -> list[Frame]:
     """Content chunks, a finish chunk, then (``include_usage``) a usage chunk with
-    no choices. llama-server puts ``timings`` on whichever chunk comes last."""
+    no choices. llama-server puts ``timings`` on whichever chunk comes last.
+    ``extras`` (:func:`chat_extras`): reasoning first, a tool call's arguments in
+    two pieces last, as servers stream them."""
+    extras = extras or {}
     frames: list[Frame] = []
+    if "reasoning_content" in extras:
+        delta = {"role": "assistant", "reasoning_content": extras["reasoning_content"]}
+        frames.append((None, chat_chunk(rid, model, created, delta, None)))
     for i, piece in enumerate(pieces):
         delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
         frames.append((None, chat_chunk(rid, model, created, delta, None)))
-    frames.append((None, chat_chunk(rid, model, created, {}, "stop")))
+    for call in extras.get("tool_calls", ()):
+        start, rest = split_text(call["function"]["arguments"], 2)
+        first = {
+            **call,
+            "index": 0,
+            "function": {"name": call["function"]["name"], "arguments": start},
+        }
+        for delta in (
+            {"tool_calls": [first]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": rest}}]},
+        ):
+            frames.append((None, chat_chunk(rid, model, created, delta, None)))
+    finish = "tool_calls" if "tool_calls" in extras else "stop"
+    frames.append((None, chat_chunk(rid, model, created, {}, finish)))
     if include_usage:
         tail = chat_chunk(rid, model, created, {}, None)
         frames.append((None, {**tail, "choices": [], "usage": usage_openai(prompt_n, len(pieces))}))

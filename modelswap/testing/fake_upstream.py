@@ -405,13 +405,17 @@ class FakeUpstream:
 
     async def chat(self, call: Call) -> web.StreamResponse:
         rid, model, created = self._new_id("chatcmpl-"), self.opts.model_id, int(time.time())
-        prompt_n, pieces = shapes.count_words(call.body.get("messages")), self._pieces()
+        prompt_n = shapes.count_words(call.body.get("messages"))
+        text, extras = shapes.chat_extras(call.body, model, self.opts.text)
+        calls_only = not text and "tool_calls" in extras
+        pieces = [] if calls_only else shapes.split_text(text, self.opts.chunks)
         if call.stream:
             frames = shapes.chat_stream(
-                rid, model, created, pieces, prompt_n, _include_usage(call.body)
+                rid, model, created, pieces, prompt_n, _include_usage(call.body), extras
             )
             return await self._stream(call, frames, done=True)
-        body = shapes.chat_completion(rid, model, created, self.opts.text, prompt_n, len(pieces))
+        n = len(pieces) or 1
+        body = shapes.chat_completion(rid, model, created, text, prompt_n, n, extras)
         return await self._send_json(call, self._stamp(body, call))
 
     async def completions(self, call: Call) -> web.StreamResponse:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import shlex
 import sys
 import time
@@ -374,6 +375,43 @@ async def test_s88_132_ttl_zero_disables(make_proc: Factory) -> None:
     clock.now += 1e9
     assert proc._ttl_monitor is None  # no monitor exists at all with ttl 0
     assert proc.state is S.READY
+
+
+async def test_keep_alive_sets_this_runs_ttl(make_proc: Factory) -> None:
+    """Ollama's ``keep_alive``: a TTL for the rest of the run, then the config's again."""
+    clock = FakeClock(now=0.0)
+    proc = make_proc(ttl=0, clock=clock, ttl_tick=0.005)
+    states = StateLog(proc)
+    proc.keep_alive(5)  # not loaded: nothing to keep, ignored
+    await proc.ensure_ready()
+    assert proc.ttl == 0
+    assert (await chat(proc))[0] == 200
+    proc.keep_alive(60)
+    await clock.wait_reads(3)  # the new monitor looks: 0 s idle, keep it
+    assert (proc.ttl, proc.state) == (60, S.READY)
+    clock.now = 61.0
+    await states.wait_for(S.STOPPED)
+    assert proc.ttl == 0  # the override ended with the run
+    await proc.ensure_ready()
+    clock.now += 1e9
+    assert proc._ttl_monitor is None  # back to the config's ttl 0: never unloads
+
+
+async def test_keep_alive_zero_unloads_once_idle_and_inf_never(make_proc: Factory) -> None:
+    clock = FakeClock(now=0.0)
+    proc = make_proc(ttl=1, clock=clock, ttl_tick=0.005)
+    states = StateLog(proc)
+    await proc.ensure_ready()
+    proc.keep_alive(math.inf)
+    assert (await chat(proc))[0] == 200
+    clock.now = 1e9
+    assert proc.ttl == 0
+    async with proc.track_request():
+        proc.keep_alive(0)  # a request in flight holds it
+        await clock.wait_reads(3)
+        assert proc.state is S.READY
+    clock.now += 0.001
+    await states.wait_for(S.STOPPED)  # idle for any time at all: unloaded
 
 
 async def test_s88_133_concurrent_run_and_stop_never_deadlock(make_proc: Factory) -> None:

@@ -414,7 +414,7 @@ def test_closest_key() -> None:
 # Keys the example deliberately leaves out: the legacy top-level routing forms
 # (they cannot be combined with `routing.router`; tested on their own), the
 # per-model healthCheckTimeout (always overwritten) and modelswap's own
-# scheduler extensions (not llama-swap keys).
+# extensions (scheduler, retryOnCrash, ollama: not llama-swap keys).
 NOT_IN_EXAMPLE = {
     ("ConfigDocument", "groups"),
     ("ConfigDocument", "matrix"),
@@ -422,6 +422,8 @@ NOT_IN_EXAMPLE = {
     ("FifoSettings", "maxWait"),
     ("FifoSettings", "minResidency"),
     ("ModelConfig", "retryOnCrash"),
+    ("ConfigDocument", "ollama"),
+    ("OllamaConfig", "listen"),
 }
 
 
