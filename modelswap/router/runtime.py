@@ -230,7 +230,6 @@ class LocalRouter:
         self._swap_times: dict[int, _SwapTimes] = {}
         self._granting: SwapFinished | None = None  # the swap whose SwapDone is being handled
 
-
     # --- queries (synchronous snapshots) ------------------------------------------------
 
     @property

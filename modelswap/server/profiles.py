@@ -76,6 +76,16 @@ class ProfileState:
     def active(self) -> str | None:
         return self._active
 
+    def reconfigure(self, profiles: Mapping[str, ProfileConfig]) -> None:
+        """A config reload: the active profile stays active if it still exists.
+
+        Its pins are read from the new definition; a profile that is gone is
+        deactivated (observers are told, as for any switch).
+        """
+        self._profiles = dict(profiles)
+        if self._active is not None and self._active not in self._profiles:
+            self.set_active(None)
+
     @property
     def pins(self) -> Mapping[str, str]:
         """The active profile's pins (empty when none is active)."""
