@@ -1,0 +1,299 @@
+"""Config reload by difference, end to end: the real app, real fake-upstream children.
+
+Each test writes a config file, serves ``build_app`` with that file as its
+source, edits the file and reloads (``POST /api/config/reload`` or the
+watcher), then checks what the children really did: their pids, their event
+logs, the bytes clients received. Waits are on facts (the router's change
+notifications, the ``configReload`` event, a pid disappearing), never on time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from modelswap.app import build_app
+from modelswap.observability.events_hub import EVENTS_HUB, EventSubscription
+from modelswap.server.reload import ConfigSource
+from modelswap.testing.fake_process import fake_upstream_env, pid_alive, wait_pid_gone
+from tests.integration.proxy_harness import serving
+from tests.integration.router_harness import DEADLINE, Fake
+from tests.integration.server_harness import Server, config_text, fake, sse_events
+
+pytestmark = pytest.mark.asyncio
+
+SLOW = {"chunks": 30, "chunk_interval": 0.1}
+"""A stream that takes about 3 s: long enough to reload while it runs."""
+
+
+@asynccontextmanager
+async def reloadable(
+    tmp: Path,
+    fakes: list[Fake],
+    *,
+    together: bool = True,
+    watch: bool = False,
+    tail: str = "",
+) -> AsyncIterator[tuple[Server, Path]]:
+    """Serve a config *file* for ``fakes`` (reloads read it again); every child gone after."""
+    path = tmp / "config.yaml"
+    path.write_text(config_text(fakes, tail=tail, together=together))
+    source = ConfigSource(str(path), environ={})
+    app = build_app(source.load().config, base_env=fake_upstream_env(), source=source, watch=watch)
+    server = Server("", app, {f.model_id: f for f in fakes})
+    async with serving(app) as url:
+        server.url = url
+        yield server, path
+    for f in fakes:
+        for ev in f.events("listening"):
+            await wait_pid_gone(ev["pid"], timeout=DEADLINE)
+
+
+def edited(f: Fake, **options: Any) -> Fake:
+    """The same model, port and event log with a different ``cmd`` (other fake options)."""
+    return dataclasses.replace(f, options={**f.options, **options})
+
+
+async def reload(server: Server) -> tuple[int, dict[str, Any]]:
+    async with server.session() as session, session.post("/api/config/reload") as resp:
+        return resp.status, await resp.json()
+
+
+def chat(model: str, *, stream: bool = False) -> dict[str, Any]:
+    return {"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def content(events: list[Any]) -> str:
+    return "".join(
+        e["choices"][0]["delta"].get("content") or ""
+        for e in events
+        if isinstance(e, dict) and e.get("choices")
+    )
+
+
+async def read_rest(resp: aiohttp.ClientResponse, first: list[Any]) -> list[Any]:
+    return first + await sse_events(resp)
+
+
+async def first_event(resp: aiohttp.ClientResponse) -> list[Any]:
+    """Read up to the first ``data:`` line of a stream (the stream is then in flight)."""
+    async for line in resp.content:
+        text = line.decode().strip()
+        if text.startswith("data: "):
+            return [json.loads(text[len("data: ") :])]
+    raise AssertionError("the stream ended before its first event")
+
+
+async def next_reload_event(subscription: EventSubscription) -> dict[str, Any]:
+    async for message in subscription:
+        envelope = json.loads(message.split(b"data:", 1)[1])
+        if envelope["type"] == "configReload":
+            return json.loads(envelope["data"])  # type: ignore[no-any-return]
+    raise AssertionError("the events hub closed before a configReload event")
+
+
+def pid(server: Server, model: str) -> int | None:
+    return server.router.processes[model].pid
+
+
+async def test_stream_on_an_unchanged_model_survives_a_reload(tmp_path: Path) -> None:
+    a, b = fake(tmp_path, "a", **SLOW), fake(tmp_path, "b")
+    async with reloadable(tmp_path, [a, b]) as (server, path), server.session() as session:
+        async with session.post("/v1/chat/completions", json=chat("a", stream=True)) as resp:
+            baseline = await sse_events(resp)
+        a_pid, a_process = pid(server, "a"), server.router.processes["a"]
+        async with session.post("/v1/chat/completions", json=chat("a", stream=True)) as resp:
+            events = await first_event(resp)
+            c = fake(tmp_path, "c")
+            path.write_text(config_text([a, edited(b, response_text="b2"), c]))
+            status, body = await reload(server)
+            assert status == 200, body
+            assert server.router.statistics().in_flight == {"a": 1}  # still streaming
+            assert body["summary"]["unchanged"] == ["a"]
+            assert body["summary"]["changed"] == ["b"]
+            assert body["summary"]["added"] == ["c"]
+            async with session.get("/v1/models") as listing:  # added: listed at once
+                assert "c" in [m["id"] for m in (await listing.json())["data"]]
+            events = await read_rest(resp, events)
+        assert len(events) == len(baseline) and events[-1] == "[DONE]"  # every chunk
+        assert content(events) == content(baseline) == "Hello from a"
+        assert server.router.processes["a"] is a_process and pid(server, "a") == a_pid
+        assert a.starts == 1
+        async with session.post("/v1/chat/completions", json=chat("c")) as resp:  # on demand
+            assert resp.status == 200
+            assert (await resp.json())["choices"][0]["message"]["content"] == "Hello from c"
+        assert pid(server, "a") == a_pid
+
+
+async def test_changed_cmd_restarts_only_that_model_after_its_stream(tmp_path: Path) -> None:
+    a, b = fake(tmp_path, "a"), fake(tmp_path, "b", response_text="old", **SLOW)
+    async with reloadable(tmp_path, [a, b]) as (server, path), server.session() as session:
+        for model in ("a", "b"):
+            async with session.post("/v1/chat/completions", json=chat(model)) as resp:
+                assert resp.status == 200
+        a_pid, old_b = pid(server, "a"), pid(server, "b")
+        assert old_b is not None
+        async with session.post("/v1/chat/completions", json=chat("b", stream=True)) as resp:
+            events = await first_event(resp)
+            path.write_text(config_text([a, edited(b, response_text="new")]))
+            status, body = await reload(server)
+            assert status == 200 and body["summary"]["changed"] == ["b"], body
+            assert body["summary"]["unchanged"] == ["a"]
+            # A request after the reload waits for the new definition...
+            later = asyncio.ensure_future(session.post("/v1/chat/completions", json=chat("b")))
+            await server.until(lambda s: any(model == "b" for _, model in s.queue))
+            assert pid_alive(old_b) and not later.done()  # ...the old one still streams
+            events = await read_rest(resp, events)
+        assert content(events) == "old" and events[-1] == "[DONE]"
+        answer = await later
+        assert answer.status == 200
+        assert (await answer.json())["choices"][0]["message"]["content"] == "new"
+        answer.release()
+        await wait_pid_gone(old_b, timeout=DEADLINE)
+        assert pid(server, "b") not in (None, old_b)
+        assert b.starts == 2
+        assert pid(server, "a") == a_pid and a.starts == 1  # only b restarted
+
+
+async def test_broken_yaml_is_refused_with_its_line_and_nothing_changes(tmp_path: Path) -> None:
+    a = fake(tmp_path, "a")
+    async with reloadable(tmp_path, [a]) as (server, path), server.session() as session:
+        async with session.post("/v1/chat/completions", json=chat("a")) as resp:
+            assert resp.status == 200
+        a_pid, config = pid(server, "a"), server.state.config
+        good = path.read_text()
+        assert good.endswith("\n")
+        broken_line = len(good.splitlines()) + 1
+        path.write_text(good + "oops: a: b\n")  # "mapping values are not allowed here"
+        with server.app[EVENTS_HUB].subscribe() as subscription:
+            status, body = await reload(server)
+            published = await next_reload_event(subscription)
+        assert status == 422, body
+        problem = body["error"]["problems"][0]
+        assert problem["file"] == str(path)
+        assert problem["line"] == broken_line
+        assert str(path) in body["error"]["message"]
+        assert body["error"]["code"] == "invalid_config"
+        assert published["ok"] is False and published["problems"] == body["error"]["problems"]
+        assert server.state.config is config and pid(server, "a") == a_pid
+        # An unset ${env.X} is refused the same way, naming the variable.
+        path.write_text(good.replace("healthCheckTimeout: 15", "healthCheckTimeout: ${env.NOPE}"))
+        status, body = await reload(server)
+        assert status == 422 and "NOPE" in body["error"]["message"], body
+        assert body["error"]["problems"][0]["line"] == 1
+        assert server.state.config is config and pid(server, "a") == a_pid and a.starts == 1
+
+
+async def test_invalid_config_names_file_line_and_key(tmp_path: Path) -> None:
+    a = fake(tmp_path, "a")
+    async with reloadable(tmp_path, [a]) as (server, path):
+        text = path.read_text().replace("unloadTimeout: 2", "concurrencyLimit: many")
+        path.write_text(text)
+        line = text.splitlines().index("    concurrencyLimit: many") + 1
+        status, body = await reload(server)
+        assert status == 422, body
+        problem = body["error"]["problems"][0]
+        assert problem["file"] == str(path) and problem["line"] == line
+        assert problem["key"] == "models.a.concurrencyLimit"
+
+
+async def test_removed_model_finishes_its_request_then_stops(tmp_path: Path) -> None:
+    a, b = fake(tmp_path, "a", **SLOW), fake(tmp_path, "b")
+    async with reloadable(tmp_path, [a, b]) as (server, path), server.session() as session:
+        async with session.post("/v1/chat/completions", json=chat("a", stream=True)) as resp:
+            events = await first_event(resp)
+            a_pid = pid(server, "a")
+            assert a_pid is not None
+            path.write_text(config_text([b]))
+            status, body = await reload(server)
+            assert status == 200 and body["summary"]["removed"] == ["a"], body
+            async with session.post("/v1/chat/completions", json=chat("a")) as refused:
+                assert refused.status == 404
+            async with session.get("/v1/models") as listing:
+                assert "a" not in [m["id"] for m in (await listing.json())["data"]]
+            assert pid_alive(a_pid)  # still serving its stream
+            events = await read_rest(resp, events)
+        assert content(events) == "Hello from a" and events[-1] == "[DONE]"
+        await wait_pid_gone(a_pid, timeout=DEADLINE)
+        await server.until(lambda s: "a" not in s.processes)
+
+
+async def test_twenty_reloads_during_500_requests_with_swaps_lose_nothing(
+    tmp_path: Path,
+) -> None:
+    a, b, c = fake(tmp_path, "a"), fake(tmp_path, "b"), fake(tmp_path, "c")
+    routing = (
+        "groups:\n  pair:\n    members: [a, b]\n  solo:\n    exclusive: false\n    members: [c]\n"
+    )
+    total, reloads = 500, 20
+    async with reloadable(tmp_path, [a, b, c], together=False, tail=routing) as (server, path):
+        done: list[int] = []
+        outcomes: list[tuple[str, int, str]] = []
+        reloaded = asyncio.Event()
+
+        async def client(worker: int, session: aiohttp.ClientSession) -> None:
+            for i in range(worker, total, 10):
+                model = "abc"[(i // 7) % 3]
+                async with session.post("/v1/chat/completions", json=chat(model)) as resp:
+                    text = (await resp.json())["choices"][0]["message"]["content"]
+                    outcomes.append((model, resp.status, text))
+                done.append(i)
+                if len(done) % (total // reloads) == 0:
+                    reloaded.set()
+
+        async def reloader() -> list[dict[str, Any]]:
+            bodies = []
+            for n in range(reloads):
+                await reloaded.wait()
+                reloaded.clear()
+                variant = [a, b, edited(c, response_text=f"c{n}") if n % 2 else c]
+                extra = "\n  d:\n    cmd: sleep 1\n    proxy: http://127.0.0.1:1\n" if n % 3 else ""
+                head = f"# reload {n}\n" + ("includeAliasesInList: true\n" if n % 4 else "")
+                text = config_text(variant, head, routing, together=False)
+                path.write_text(text.replace("models:\n", "models:" + extra + "\n", 1))
+                status, body = await reload(server)
+                assert status == 200, body
+                bodies.append(body)
+            return bodies
+
+        async with server.session() as session:
+            async with asyncio.timeout(120):
+                results = await asyncio.gather(reloader(), *(client(w, session) for w in range(10)))
+        bodies = results[0]
+        assert isinstance(bodies, list) and len(bodies) == reloads
+        assert len(outcomes) == total
+        assert all(status == 200 for _, status, _ in outcomes), outcomes
+        for model, _, text in outcomes:
+            assert text == f"Hello from {model}" or (model == "c" and text.startswith("c"))
+        assert any(body["summary"]["changed"] == ["c"] for body in bodies)
+        stats = await server.idle()
+        assert stats.in_flight == {} and stats.reservations == {} and stats.tickets == 0
+        assert a.starts > 1 and b.starts > 1  # there were swaps
+        served = sum(len(f.events("request_done")) for f in (a, b, c))
+        assert served == total  # each request reached an upstream exactly once
+
+
+async def test_the_watcher_picks_up_an_edit_within_one_second(tmp_path: Path) -> None:
+    a = fake(tmp_path, "a")
+    async with reloadable(tmp_path, [a], watch=True) as (server, path):
+        with server.app[EVENTS_HUB].subscribe() as subscription:
+            b = fake(tmp_path, "b")
+            started = time.monotonic()
+            path.write_text(config_text([a, b]))
+            async with asyncio.timeout(1.0):
+                published = await next_reload_event(subscription)
+            delay = time.monotonic() - started
+        assert published["ok"] is True and published["trigger"] == "watch"
+        assert published["summary"]["added"] == ["b"]
+        assert delay < 1.0
+        print(f"watcher delay: {delay * 1000:.0f} ms")
+        assert "b" in server.state.config.models
