@@ -221,10 +221,30 @@ async def test_removed_model_finishes_its_request_then_stops(tmp_path: Path) -> 
             async with session.get("/v1/models") as listing:
                 assert "a" not in [m["id"] for m in (await listing.json())["data"]]
             assert pid_alive(a_pid)  # still serving its stream
+            async with session.get("/running") as running:
+                assert [m["model"] for m in (await running.json())["running"]] == ["a"]
             events = await read_rest(resp, events)
         assert content(events) == "Hello from a" and events[-1] == "[DONE]"
         await wait_pid_gone(a_pid, timeout=DEADLINE)
         await server.until(lambda s: "a" not in s.processes)
+
+
+async def test_a_request_waiting_for_a_load_is_served_when_its_model_is_removed(
+    tmp_path: Path,
+) -> None:
+    a, b = fake(tmp_path, "a", startup_delay=1.0), fake(tmp_path, "b")
+    async with reloadable(tmp_path, [a, b]) as (server, path), server.session() as session:
+        waiting = asyncio.ensure_future(session.post("/v1/chat/completions", json=chat("a")))
+        await server.until(lambda s: s.state("a") == "starting")
+        path.write_text(config_text([b]))
+        status, body = await reload(server)
+        assert status == 200 and body["summary"]["removed"] == ["a"], body
+        answer = await waiting  # admitted before the reload: its load finishes and serves it
+        assert answer.status == 200
+        assert (await answer.json())["choices"][0]["message"]["content"] == "Hello from a"
+        answer.release()
+        await server.until(lambda s: "a" not in s.processes)
+        assert a.starts == 1
 
 
 async def test_twenty_reloads_during_500_requests_with_swaps_lose_nothing(
