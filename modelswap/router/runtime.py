@@ -34,12 +34,11 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from modelswap.core import decisions as d
 from modelswap.core import events as e
-from modelswap.core.scheduler import FifoScheduler, SchedulerStats
+from modelswap.core.scheduler import FifoScheduler
 from modelswap.errors import (
     ModelNotFoundError,
     ModelNotLoadedError,
@@ -48,7 +47,7 @@ from modelswap.errors import (
     RouterShuttingDownError,
     ShutdownInProgressError,
 )
-from modelswap.process import ManagedProcess, ProcessState, ProcessStatistics, StateChange
+from modelswap.process import ManagedProcess, ProcessState, StateChange
 from modelswap.router.facts import (
     SWAP_CANCELLED,
     FactListener,
@@ -56,6 +55,14 @@ from modelswap.router.facts import (
     SwapFinished,
     SwapStarted,
 )
+from modelswap.router.items import Barrier as _Barrier
+from modelswap.router.items import Item as _Item
+from modelswap.router.items import Op as _Op
+from modelswap.router.items import Posted as _Posted
+from modelswap.router.items import Reload as _Reload
+from modelswap.router.items import RouterStatistics
+from modelswap.router.items import SwapTimes as _SwapTimes
+from modelswap.router.listeners import Listeners
 from modelswap.router.preload import PreloadListener, preload_models
 from modelswap.router.process_table import ProcessFactory, ProcessTable
 from modelswap.router.ticket import GrantedUpstream, LocalTicket, ServeGrant, outcome_error
@@ -75,100 +82,6 @@ DEFAULT_HEALTH_CHECK_TIMEOUT = 30.0
 """Shutdown grace when none is configured (router spec §1.1: "built without the loader")."""
 
 _LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
-
-
-@dataclass(frozen=True, slots=True)
-class RouterStatistics:
-    """A snapshot for tests, ``/running`` and metrics (design.md rule 10).
-
-    ``tickets`` counts requests the loop still tracks (admitted and not yet
-    finished); ``swap_workers`` and ``tasks`` the tasks the router owns;
-    ``undelivered_grants`` serve grants whose handler had already gone. After
-    every request has ended, all three are 0 and ``in_flight``/``reservations``
-    are empty.
-    """
-
-    name: str
-    scheduler: SchedulerStats
-    processes: Mapping[str, ProcessStatistics]
-    tickets: int
-    swap_workers: int
-    tasks: int
-    undelivered_grants: int
-    shutting_down: bool
-    closed: bool
-
-    @property
-    def in_flight(self) -> Mapping[str, int]:
-        return self.scheduler.in_flight
-
-    @property
-    def reservations(self) -> Mapping[str, int]:
-        return self.scheduler.reservations
-
-    @property
-    def queue(self) -> tuple[tuple[int, str], ...]:
-        return self.scheduler.queue
-
-    def state(self, model_id: str) -> str:
-        return self.processes[model_id].state.value
-
-
-@dataclass(slots=True)
-class _Op:
-    """A caller waiting for an unload or shutdown, and the grace its stops use."""
-
-    done: asyncio.Future[str | None]
-    grace: float
-
-
-@dataclass(slots=True)
-class _Posted:
-    """One queue item: an event plus what the loop must register with it."""
-
-    event: e.Event
-    ticket: LocalTicket | None = None
-    op: _Op | None = None
-
-
-@dataclass(slots=True)
-class _Barrier:
-    """Resolved when the loop reaches it: everything posted before it is handled."""
-
-    done: asyncio.Future[None]
-
-
-@dataclass(slots=True)
-class _Reload:
-    """A config reload (see :meth:`LocalRouter.reconfigure`)."""
-
-    update: RouterUpdate
-    done: asyncio.Future[None]
-    on_applied: Callable[[], None] | None = None
-
-
-_Item = _Posted | _Barrier | _Reload
-
-
-@dataclass(slots=True)
-class _SwapTimes:
-    """A committed swap's story so far (loop-owned; the worker sets ``evicted``)."""
-
-    started: SwapStarted
-    evicted: float | None = None
-
-    def finished(self, now: float, error: str | None) -> SwapFinished:
-        fact = self.started
-        return SwapFinished(
-            fact.swap_id,
-            fact.model,
-            fact.evict,
-            fact.reason,
-            fact.started,
-            self.evicted if self.evicted is not None else fact.started,
-            now,
-            error,
-        )
 
 
 class LocalRouter:
@@ -195,7 +108,7 @@ class LocalRouter:
         if missing:
             raise ValueError(f"no process for model(s) {missing}")
         self._scheduler = scheduler
-        self._process_listeners: list[Callable[[StateChange], None]] = []
+        self._process_listeners: Listeners[StateChange] = Listeners(f"{name} process listener")
         self._processes = ProcessTable(
             processes,
             process_factory or (lambda spec: ManagedProcess(spec, clock=clock)),
@@ -217,8 +130,8 @@ class LocalRouter:
         self._exit_loop = False  # the first shutdown's OpDone was applied
         self._loop_done = False  # the loop task has ended: handle inline
         self._ids = itertools.count(1)
-        self._listeners: list[Callable[[], None]] = []
-        self._fact_listeners: list[FactListener] = []
+        self._listeners: Listeners[None] = Listeners(f"{name} router listener")
+        self._fact_listeners: Listeners[RouterFact] = Listeners(f"{name} fact listener")
 
         # Owned by the loop (after it ended: by whoever posts, synchronously).
         self._tickets: dict[int, LocalTicket] = {}
@@ -455,23 +368,11 @@ class LocalRouter:
         Unlike ``ManagedProcess.on_state_change``, it follows a model across a
         config reload that replaces its process. Returns the unsubscribe function.
         """
-        self._process_listeners.append(listener)
-
-        def unsubscribe() -> None:
-            if listener in self._process_listeners:
-                self._process_listeners.remove(listener)
-
-        return unsubscribe
+        return self._process_listeners.add(listener)
 
     def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener`` after every handled event and process state change."""
-        self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-        return unsubscribe
+        return self._listeners.add(lambda _none: listener())
 
     def subscribe_facts(self, listener: FactListener) -> Callable[[], None]:
         """Call ``listener`` with every :mod:`~modelswap.router.facts` fact, as it happens.
@@ -479,20 +380,10 @@ class LocalRouter:
         Called synchronously from the loop: it must not block or call back into
         the router. Returns the unsubscribe function.
         """
-        self._fact_listeners.append(listener)
-
-        def unsubscribe() -> None:
-            if listener in self._fact_listeners:
-                self._fact_listeners.remove(listener)
-
-        return unsubscribe
+        return self._fact_listeners.add(listener)
 
     def _publish(self, fact: RouterFact) -> None:
-        for listener in list(self._fact_listeners):
-            try:
-                listener(fact)
-            except Exception:
-                log.exception("%s router: fact listener failed", self._name)
+        self._fact_listeners.call(fact)
 
     async def wait_for(self, predicate: Callable[[RouterStatistics], bool]) -> RouterStatistics:
         """Wait until ``predicate(statistics())`` holds; re-checked on every change."""
@@ -713,19 +604,11 @@ class LocalRouter:
         self._positioned &= queued
 
     def _notify(self) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener()
-            except Exception:
-                log.exception("%s router: listener failed", self._name)
+        self._listeners.call(None)
 
     def _on_process_change(self, change: StateChange) -> None:
         """A process stopped (crash, TTL, any stop): let queued requests look again (§9 #8)."""
-        for listener in list(self._process_listeners):
-            try:
-                listener(change)
-            except Exception:
-                log.exception("%s router: process listener failed", self._name)
+        self._process_listeners.call(change)
         if change.new is ProcessState.STOPPED:
             self._post(e.Tick(self._clock()))
         else:
