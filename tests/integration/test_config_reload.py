@@ -204,6 +204,56 @@ async def test_invalid_config_names_file_line_and_key(tmp_path: Path) -> None:
         problem = body["error"]["problems"][0]
         assert problem["file"] == str(path) and problem["line"] == line
         assert problem["key"] == "models.a.concurrencyLimit"
+        # An unknown macro is refused the same way (macros are expanded before anything).
+        path.write_text(text.replace("concurrencyLimit: many", "name: ${no_such_macro}"))
+        status, body = await reload(server)
+        assert status == 422 and "no_such_macro" in body["error"]["message"], body
+        assert body["error"]["problems"][0]["file"] == str(path)
+
+
+async def test_keys_aliases_and_profiles_switch_with_the_reload(tmp_path: Path) -> None:
+    a = fake(tmp_path, "a", settings={"aliases": ["old-name"], "ttl": 300})
+    head = "apiKeys: [first]\nprofiles:\n  p:\n    pins: {pinned: old-name}\n"
+    async with reloadable(tmp_path, [a], tail=head) as (server, path):
+        first, second = {"Authorization": "Bearer first"}, {"Authorization": "Bearer second"}
+        async with aiohttp.ClientSession(server.url) as session:
+            async with session.post("/api/config/reload") as resp:
+                assert resp.status == 401  # protected like every /api route
+            async with session.put(
+                "/api/profiles/active", json={"name": "p"}, headers=first
+            ) as resp:
+                assert resp.status == 200
+            async with session.post(
+                "/v1/chat/completions", json=chat("old-name"), headers=first
+            ) as resp:
+                assert resp.status == 200
+            process = server.router.processes["a"]
+            last_use = process.last_use
+            renamed = edited(a)
+            renamed.settings = {**a.settings, "aliases": ["new-name"]}
+            new_head = (
+                "apiKeys: [second]\nlogLevel: debug\n"
+                "profiles:\n  p:\n    pins: {pinned: new-name}\n"
+            )
+            path.write_text(config_text([renamed], tail=new_head))
+            async with session.post("/api/config/reload", headers=first) as resp:
+                assert resp.status == 200
+                body = await resp.json()
+            assert body["summary"]["updated"] == ["a"], body  # aliases: no restart
+            # Same process, and its TTL clock was not reset by the reload.
+            assert server.router.processes["a"] is process and process.last_use == last_use
+            assert body["summary"]["sections"] == ["apiKeys", "profiles"]
+            assert body["warnings"] == ["logLevel changed: it takes effect only after a restart"]
+            async with session.get("/v1/models", headers=first) as resp:
+                assert resp.status == 401  # the old key stopped working at once
+            for name, status in (("old-name", 404), ("new-name", 200), ("pinned", 200)):
+                async with session.post(
+                    "/v1/chat/completions", json=chat(name), headers=second
+                ) as resp:
+                    assert resp.status == status, name
+            async with session.get("/api/profiles", headers=second) as resp:
+                assert (await resp.json())["active"] == "p"  # still active, new pins
+        assert server.router.processes["a"] is process and a.starts == 1
 
 
 async def test_removed_model_finishes_its_request_then_stops(tmp_path: Path) -> None:
