@@ -74,7 +74,8 @@ class ConfigSource:
 
 
 class ReloadRefused(ModelswapError):
-    """A reload that changed nothing: invalid config (422), nothing to reload (409)."""
+    """A reload that changed nothing: invalid config (422), nothing to reload (409),
+    shutting down (503)."""
 
     def __init__(self, status: int, problems: tuple[ConfigProblem, ...]) -> None:
         super().__init__("\n".join(str(p) for p in problems))
@@ -146,9 +147,14 @@ class ConfigReloader:
                 raise
             diff = diff_configs(self._state.config, loaded.config)
             new = loaded.config
-            await self._state.router.reconfigure(
-                router_update(new), on_applied=lambda: self._state.apply_config(new)
-            )
+            try:
+                await self._state.router.reconfigure(
+                    router_update(new), on_applied=lambda: self._state.apply_config(new)
+                )
+            except ModelswapError as error:  # shutting down: the old config ends with us
+                stopping = ReloadRefused(error.status, (ConfigProblem(error.message),))
+                self._refused(trigger, stopping)
+                raise stopping from None
             self.reloads += 1
             return self._applied(trigger, diff, loaded)
 

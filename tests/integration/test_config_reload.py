@@ -256,6 +256,23 @@ async def test_keys_aliases_and_profiles_switch_with_the_reload(tmp_path: Path) 
         assert server.router.processes["a"] is process and a.starts == 1
 
 
+async def test_a_changed_tls_file_is_reported_as_needing_a_restart(tmp_path: Path) -> None:
+    cert = tmp_path / "cert.pem"
+    cert.write_text("one")
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text([fake(tmp_path, "a")]))
+    source = ConfigSource(str(path), environ={}, restart_files={"tls-cert-file": str(cert)})
+    app = build_app(source.load().config, base_env=fake_upstream_env(), source=source)
+    async with serving(app) as url:
+        server = Server(url, app, {})
+        status, body = await reload(server)
+        assert status == 200 and body["warnings"] == [] and body["summary"]["changed"] == []
+        cert.write_text("two")
+        status, body = await reload(server)
+        assert status == 200
+        assert body["warnings"] == ["tls-cert-file changed: it takes effect only after a restart"]
+
+
 async def test_removed_model_finishes_its_request_then_stops(tmp_path: Path) -> None:
     a, b = fake(tmp_path, "a", **SLOW), fake(tmp_path, "b")
     async with reloadable(tmp_path, [a, b]) as (server, path), server.session() as session:
