@@ -24,7 +24,12 @@ import pytest
 from modelswap.app import build_app
 from modelswap.observability.events_hub import EVENTS_HUB, EventSubscription
 from modelswap.server.reload import ConfigSource
-from modelswap.testing.fake_process import fake_upstream_env, pid_alive, wait_pid_gone
+from modelswap.testing.fake_process import (
+    FakeUpstreamProcess,
+    fake_upstream_env,
+    pid_alive,
+    wait_pid_gone,
+)
 from tests.integration.proxy_harness import serving
 from tests.integration.router_harness import DEADLINE, Fake
 from tests.integration.server_harness import Server, config_text, fake, sse_events
@@ -230,7 +235,11 @@ async def test_keys_aliases_and_profiles_switch_with_the_reload(tmp_path: Path) 
             process = server.router.processes["a"]
             last_use = process.last_use
             renamed = edited(a)
-            renamed.settings = {**a.settings, "aliases": ["new-name"]}
+            renamed.settings = {
+                **a.settings,
+                "aliases": ["new-name"],
+                "useModelName": "upstream-name",
+            }
             new_head = (
                 "apiKeys: [second]\nlogLevel: debug\n"
                 "profiles:\n  p:\n    pins: {pinned: new-name}\n"
@@ -251,6 +260,8 @@ async def test_keys_aliases_and_profiles_switch_with_the_reload(tmp_path: Path) 
                     "/v1/chat/completions", json=chat(name), headers=second
                 ) as resp:
                     assert resp.status == status, name
+                    if status == 200:  # useModelName applies to the running process
+                        assert resp.headers["X-Fake-Received-Model"] == "upstream-name"
             async with session.get("/api/profiles", headers=second) as resp:
                 assert (await resp.json())["active"] == "p"  # still active, new pins
         assert server.router.processes["a"] is process and a.starts == 1
@@ -271,6 +282,28 @@ async def test_a_changed_tls_file_is_reported_as_needing_a_restart(tmp_path: Pat
         status, body = await reload(server)
         assert status == 200
         assert body["warnings"] == ["tls-cert-file changed: it takes effect only after a restart"]
+
+
+async def test_peers_and_selectors_switch_with_the_reload(tmp_path: Path) -> None:
+    a = fake(tmp_path, "a")
+    with FakeUpstreamProcess("remote-model", response_text="from the peer") as peer:
+        async with reloadable(tmp_path, [a]) as (server, path), server.session() as session:
+            for name in ("remote-model", "pick"):
+                async with session.post("/v1/chat/completions", json=chat(name)) as resp:
+                    assert resp.status == 404, name  # no such peer or selector yet
+            path.write_text(
+                config_text([a])
+                + f"peers:\n  box:\n    proxy: {peer.url}\n    models: [remote-model]\n"
+                + "selectors:\n  pick:\n    strategy: pin\n    targets: [remote-model]\n"
+            )
+            status, body = await reload(server)
+            assert status == 200 and body["summary"]["sections"] == ["peers", "selectors"]
+            for name in ("remote-model", "pick"):
+                async with session.post("/v1/chat/completions", json=chat(name)) as resp:
+                    assert resp.status == 200, name
+                    answer = await resp.json()
+                    assert answer["choices"][0]["message"]["content"] == "from the peer"
+            assert a.starts == 0  # the local model was never needed
 
 
 async def test_removed_model_finishes_its_request_then_stops(tmp_path: Path) -> None:
