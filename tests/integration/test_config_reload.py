@@ -239,6 +239,7 @@ async def test_keys_aliases_and_profiles_switch_with_the_reload(tmp_path: Path) 
                 **a.settings,
                 "aliases": ["new-name"],
                 "useModelName": "upstream-name",
+                "filters": {"setParams": {"max_tokens": 7}},
             }
             new_head = (
                 "apiKeys: [second]\nlogLevel: debug\n"
@@ -260,8 +261,9 @@ async def test_keys_aliases_and_profiles_switch_with_the_reload(tmp_path: Path) 
                     "/v1/chat/completions", json=chat(name), headers=second
                 ) as resp:
                     assert resp.status == status, name
-                    if status == 200:  # useModelName applies to the running process
+                    if status == 200:  # useModelName and filters apply to the same process
                         assert resp.headers["X-Fake-Received-Model"] == "upstream-name"
+                        assert (await resp.json())["received"]["max_tokens"] == 7
             async with session.get("/api/profiles", headers=second) as resp:
                 assert (await resp.json())["active"] == "p"  # still active, new pins
         assert server.router.processes["a"] is process and a.starts == 1
