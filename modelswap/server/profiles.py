@@ -79,12 +79,16 @@ class ProfileState:
     def reconfigure(self, profiles: Mapping[str, ProfileConfig]) -> None:
         """A config reload: the active profile stays active if it still exists.
 
-        Its pins are read from the new definition; a profile that is gone is
-        deactivated (observers are told, as for any switch).
+        Its pins are read from the new definition (observers are told when they
+        differ); a profile that is gone is deactivated, as by any switch.
         """
+        before = self.pins
         self._profiles = dict(profiles)
         if self._active is not None and self._active not in self._profiles:
             self.set_active(None)
+        elif self._active is not None and self.pins != before:
+            for observer in self.observers:  # same profile, new pins: a change all the same
+                observer(self._active)
 
     @property
     def pins(self) -> Mapping[str, str]:

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,7 @@ from modelswap.router.build import router_update
 from modelswap.server.config_watch import ConfigWatcher
 from modelswap.server.context import SERVER_STATE, ServerState
 from modelswap.server.errors import error_type_and_code
+from modelswap.server.events import EVENTS_FEED
 
 log = logging.getLogger("modelswap.reload")
 
@@ -117,8 +118,15 @@ def _file_digest(path: str) -> str:
 class ConfigReloader:
     """Runs reloads for one app (see module docstring)."""
 
-    def __init__(self, state: ServerState, source: ConfigSource | None, hub: EventsHub) -> None:
+    def __init__(
+        self,
+        state: ServerState,
+        source: ConfigSource | None,
+        hub: EventsHub,
+        on_reloaded: Callable[[], None] | None = None,
+    ) -> None:
         self._state = state
+        self._on_reloaded = on_reloaded
         self._source = source
         self._hub = hub
         self._serial = asyncio.Lock()
@@ -156,6 +164,8 @@ class ConfigReloader:
                 self._refused(trigger, stopping)
                 raise stopping from None
             self.reloads += 1
+            if self._on_reloaded is not None:
+                self._on_reloaded()  # e.g. a new modelStatus: the model list changed
             return self._applied(trigger, diff, loaded)
 
     def start(self, trigger: str) -> asyncio.Task[dict[str, Any]]:
@@ -266,7 +276,13 @@ def setup_reload(app: web.Application, source: ConfigSource | None, *, watch: bo
     the router's cleanup context: contexts unwind in reverse, so the watcher
     and any reload still running end before the router shuts down.
     """
-    reloader = ConfigReloader(app[SERVER_STATE], source, app[EVENTS_HUB])
+    feed = app.get(EVENTS_FEED)
+    reloader = ConfigReloader(
+        app[SERVER_STATE],
+        source,
+        app[EVENTS_HUB],
+        on_reloaded=None if feed is None else feed.publish_model_status,
+    )
     app[RELOADER] = reloader
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

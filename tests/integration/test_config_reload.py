@@ -98,11 +98,16 @@ async def first_event(resp: aiohttp.ClientResponse) -> list[Any]:
     raise AssertionError("the stream ended before its first event")
 
 
-async def next_reload_event(subscription: EventSubscription) -> dict[str, Any]:
+async def next_reload_event(
+    subscription: EventSubscription, before: list[tuple[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The next ``configReload`` data; other messages on the way are added to ``before``."""
     async for message in subscription:
         envelope = json.loads(message.split(b"data:", 1)[1])
         if envelope["type"] == "configReload":
             return json.loads(envelope["data"])  # type: ignore[no-any-return]
+        if before is not None:
+            before.append((envelope["type"], json.loads(envelope["data"])))
     raise AssertionError("the events hub closed before a configReload event")
 
 
@@ -411,11 +416,15 @@ async def test_the_watcher_picks_up_an_edit_within_one_second(tmp_path: Path) ->
             b = fake(tmp_path, "b")
             started = time.monotonic()
             path.write_text(config_text([a, b]))
+            seen: list[tuple[str, Any]] = []
             async with asyncio.timeout(1.0):
-                published = await next_reload_event(subscription)
+                published = await next_reload_event(subscription, seen)
             delay = time.monotonic() - started
         assert published["ok"] is True and published["trigger"] == "watch"
         assert published["summary"]["added"] == ["b"]
         assert delay < 1.0
         print(f"watcher delay: {delay * 1000:.0f} ms")
         assert "b" in server.state.config.models
+        # UIs learn the new model list at once, not at the next process state change.
+        statuses = [data for kind, data in seen if kind == "modelStatus"]
+        assert statuses and [m["id"] for m in statuses[-1]] == ["a", "b"]
