@@ -32,7 +32,13 @@ from modelswap.testing.fake_process import (
 )
 from tests.integration.proxy_harness import serving
 from tests.integration.router_harness import DEADLINE, Fake
-from tests.integration.server_harness import Server, config_text, fake, sse_events
+from tests.integration.server_harness import (
+    Server,
+    config_text,
+    fake,
+    running_server,
+    sse_events,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -272,6 +278,13 @@ async def test_keys_aliases_and_profiles_switch_with_the_reload(tmp_path: Path) 
             async with session.get("/api/profiles", headers=second) as resp:
                 assert (await resp.json())["active"] == "p"  # still active, new pins
         assert server.router.processes["a"] is process and a.starts == 1
+
+
+async def test_an_app_without_a_config_file_has_nothing_to_reload(tmp_path: Path) -> None:
+    async with running_server([fake(tmp_path, "a")]) as server:
+        status, body = await reload(server)
+    assert status == 409 and body["error"]["code"] == "conflict", body
+    assert "nothing to reload" in body["error"]["message"]
 
 
 async def test_a_changed_tls_file_is_reported_as_needing_a_restart(tmp_path: Path) -> None:
