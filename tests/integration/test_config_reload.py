@@ -367,6 +367,36 @@ async def test_a_request_waiting_for_a_load_is_served_when_its_model_is_removed(
         assert a.starts == 1
 
 
+async def test_requests_queued_before_a_reload_keep_their_order(tmp_path: Path) -> None:
+    """The reload gives c a higher priority; b1 and c1, queued before it, keep FIFO order."""
+    a, b, c = fake(tmp_path, "a", **SLOW), fake(tmp_path, "b"), fake(tmp_path, "c")
+    one_at_a_time = "groups:\n  all:\n    members: [a, b, c]\n"
+    async with reloadable(tmp_path, [a, b, c], together=False, tail=one_at_a_time) as (
+        server,
+        path,
+    ):
+        async with server.session() as session:
+            async with session.post("/v1/chat/completions", json=chat("a", stream=True)) as resp:
+                events = await first_event(resp)
+                b1 = asyncio.ensure_future(session.post("/v1/chat/completions", json=chat("b")))
+                await server.until(lambda s: len(s.queue) == 1)
+                c1 = asyncio.ensure_future(session.post("/v1/chat/completions", json=chat("c")))
+                await server.until(lambda s: len(s.queue) == 2)
+                priority = "routing:\n  scheduler:\n    settings:\n      fifo:\n"
+                priority += "        priority: {c: 10}\n"
+                path.write_text(
+                    config_text([a, b, c], tail=one_at_a_time + priority, together=False)
+                )
+                status, body = await reload(server)
+                assert status == 200 and body["summary"]["sections"] == ["priority"], body
+                assert [m for _, m in server.router.statistics().queue] == ["b", "c"]
+                await read_rest(resp, events)
+            for answer in await asyncio.gather(b1, c1):
+                assert answer.status == 200
+                answer.release()
+        assert b.events("request")[0]["t"] < c.events("request")[0]["t"]
+
+
 async def test_twenty_reloads_during_500_requests_with_swaps_lose_nothing(
     tmp_path: Path,
 ) -> None:
