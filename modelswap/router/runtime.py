@@ -21,6 +21,13 @@ Concurrency design (design.md rules 2, 3, 5):
   late reports (a ``ServeDone`` from a request still streaming) are applied
   synchronously on the caller's stack, so counters stay exact.
 
+* **A config reload is one item.** :meth:`LocalRouter.reconfigure` posts it;
+  the loop switches the process table, the caller's state (``on_applied``)
+  and the scheduler's rules in one step. A replaced model keeps its process
+  until the scheduler says it has drained (``RetireModel``); the retire task
+  stops it and reports ``ModelRetired``, and the loop puts the successor in
+  place (:mod:`~modelswap.router.process_table`).
+
 Why a fresh view per event and not per decision: decisions of one event are
 applied without awaiting, so no process can change state in between.
 """
