@@ -43,6 +43,7 @@ from modelswap.server.inference import OBSERVED_INFERENCE_PATHS
 from modelswap.server.metrics_routes import setup_metrics
 from modelswap.server.proxy import setup_upstream_client
 from modelswap.server.recording import recording_middleware, setup_recording
+from modelswap.server.reload import RELOADER, ConfigSource, setup_reload
 from modelswap.server.routes import add_routes
 
 log = logging.getLogger("modelswap")
@@ -92,17 +93,26 @@ class ServeOptions:
     tls_key_file: str | None = None
 
 
-def build_app(config: Config, *, base_env: Mapping[str, str] | None = None) -> web.Application:
+def build_app(
+    config: Config,
+    *,
+    base_env: Mapping[str, str] | None = None,
+    source: ConfigSource | None = None,
+    watch: bool = False,
+) -> web.Application:
     """Assemble the aiohttp application for one config.
 
     ``base_env`` is the environment upstream children inherit (default: ours).
+    ``source`` is where ``config`` was read from: reloads read it again (without
+    it there is nothing to reload); ``watch`` polls it for edits
+    (``--watch-config``).
     """
     access_log = AccessLog()
     app = web.Application(
         middlewares=[
             access_log.middleware,
             cors_middleware,
-            auth_middleware(config.api_keys),
+            auth_middleware(lambda: app[SERVER_STATE].config.api_keys),
             recording_middleware(OBSERVED_INFERENCE_PATHS | OLLAMA_INFERENCE_PATHS),
             error_middleware,
         ]
@@ -134,6 +144,8 @@ def build_app(config: Config, *, base_env: Mapping[str, str] | None = None) -> w
     setup_upstream_client(app)
     setup_peers(app, budget.remaining)
     app.cleanup_ctx.append(_router_lifecycle)
+    # After the router's context: the watcher and reloads end before the router does.
+    setup_reload(app, source, watch=watch)
     return app
 
 
@@ -171,13 +183,21 @@ def _bound_url(runner: web.AppRunner, public_url: str) -> str:
     return public_url
 
 
-async def run_server(loaded: LoadedConfig, options: ServeOptions, public_url: str) -> int:
+async def run_server(
+    loaded: LoadedConfig,
+    options: ServeOptions,
+    public_url: str,
+    *,
+    source: ConfigSource | None = None,
+    watch: bool = False,
+) -> int:
     """Serve until SIGTERM/SIGINT, then shut down gracefully and return the exit code.
 
+    SIGHUP reloads the config from ``source`` (as ``POST /api/config/reload``).
     Shutdown order: stop listening, drain HTTP (within the 30 s budget), then
     the router stops every upstream with what is left of the budget.
     """
-    app = build_app(loaded.config)
+    app = build_app(loaded.config, source=source, watch=watch)
     # handler_cancellation: a client disconnect cancels its handler, which
     # aborts the upstream request at once (see modelswap.server.proxy).
     # auto_decompress off: request bodies reach the upstream as the client
@@ -206,6 +226,8 @@ async def run_server(loaded: LoadedConfig, options: ServeOptions, public_url: st
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    reloader = app[RELOADER]
+    loop.add_signal_handler(signal.SIGHUP, lambda: reloader.start("signal"))
 
     model_ids = ", ".join(sorted(loaded.config.models)) or "(none)"
     print(f"models: {model_ids}", flush=True)

@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -24,6 +25,9 @@ from modelswap.config import LoadedConfig, config_json_schema, load_config, load
 from modelswap.demo import DEMO_FILENAME, demo_config_text
 from modelswap.errors import ConfigError
 from modelswap.observability.proxy_log import StartupLogHandler, parse_log_level
+
+if TYPE_CHECKING:
+    from modelswap.server.reload import ConfigSource
 
 log = logging.getLogger("modelswap")
 
@@ -97,7 +101,7 @@ def build_serve_parser() -> argparse.ArgumentParser:
         "watch-config",
         dest="watch_config",
         action="store_true",
-        help="reload when the config changes (not implemented yet: accepted and ignored)",
+        help="reload (keeping unchanged models running) when a config file changes",
     )
     _add_flag(parser, "version", action="store_true", help="print the version and exit")
     return parser
@@ -110,6 +114,25 @@ def _load(args: argparse.Namespace) -> LoadedConfig:
     if os.path.isfile("config.yaml"):
         return load_config("config.yaml")
     return load_config_text(demo_config_text(), DEMO_FILENAME, environ={})
+
+
+def _config_source(args: argparse.Namespace) -> ConfigSource | None:
+    """Where ``_load`` read the config from, for reloads (None: the built-in demo)."""
+    from modelswap.server.reload import ConfigSource  # deferred: keeps check-config light
+
+    restart_files = {
+        name: path
+        for name, path in (
+            ("tls-cert-file", args.tls_cert_file),
+            ("tls-key-file", args.tls_key_file),
+        )
+        if path
+    }
+    if args.config or args.config_dir:
+        return ConfigSource(args.config, args.config_dir, restart_files=restart_files)
+    if os.path.isfile("config.yaml"):
+        return ConfigSource("config.yaml", restart_files=restart_files)
+    return None
 
 
 def _print_problems(error: ConfigError) -> None:
@@ -168,8 +191,9 @@ def serve(argv: Sequence[str]) -> int:
     from modelswap.app import ServeOptions, run_server  # deferred: keeps check-config light
 
     _log_to_stderr_until_serving(loaded.config.log_level, loaded.config.log_time_format)
-    if args.watch_config:
-        log.warning("--watch-config is accepted but config hot-reload is not implemented yet")
+    source = _config_source(args)
+    if args.watch_config and source is None:
+        log.warning("--watch-config: the built-in demo config has no file to watch")
     options = ServeOptions(
         host=listen.host,
         port=listen.port,
@@ -180,7 +204,13 @@ def serve(argv: Sequence[str]) -> int:
         log.info("listening on a non-loopback address: the server is reachable by all hosts")
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(
-            run_server(loaded, options, public_url=listen.url("https" if tls else "http"))
+            run_server(
+                loaded,
+                options,
+                public_url=listen.url("https" if tls else "http"),
+                source=source,
+                watch=bool(args.watch_config),
+            )
         )
 
 

@@ -57,6 +57,18 @@ def _source_paths(config_path: str | None, config_dir: str | None) -> list[str]:
     return paths
 
 
+def source_files(config_path: str | None, config_dir: str | None) -> list[str]:
+    """The files a load of these sources reads now, in merge order (for watching).
+
+    Unlike loading it never raises: a missing directory lists nothing, and the
+    next load reports the problem with its file.
+    """
+    try:
+        return _source_paths(config_path, config_dir)
+    except ConfigError:
+        return [config_path] if config_path else []
+
+
 def _read_source(path: str, environ: Mapping[str, str]) -> tuple[YamlDocument, bool]:
     try:
         with open(path, encoding="utf-8") as handle:

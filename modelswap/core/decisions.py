@@ -34,6 +34,9 @@ OpDone            resolve the unload/shutdown caller of       —
                   ``op_id`` (``error`` set: the call failed)
 Diagnostic        log at error level: a scheduler invariant   —
                   was violated and repaired (a bug)
+RetireModel       launch a task stopping the model's current  ModelRetired(model) once
+                  process (it has drained), then put its      it has stopped and the
+                  successor in place (or drop it: removed)    successor is in place
 ================  ==========================================  ========================
 
 Statuses and messages are the bare router texts (``group: model unloaded``);
@@ -58,6 +61,7 @@ __all__ = [
     "OpDone",
     "Positions",
     "Reject",
+    "RetireModel",
     "StartSwap",
     "StopModels",
 ]
@@ -174,6 +178,18 @@ class Diagnostic:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class RetireModel:
+    """``model``'s definition was replaced or removed by a reload and it has drained.
+
+    Nothing of it is serving, waiting on a swap or being evicted, and the
+    scheduler routes nothing to it until :class:`~.events.ModelRetired`: the
+    old process can stop without cutting a request short.
+    """
+
+    model: str
+
+
 Decision: TypeAlias = (
     Admit
     | Reject
@@ -185,4 +201,5 @@ Decision: TypeAlias = (
     | Positions
     | OpDone
     | Diagnostic
+    | RetireModel
 )

@@ -22,13 +22,18 @@ the largest ``now`` it has seen, so a slightly out-of-order reading is harmless.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TypeAlias
+
+from modelswap.core.policy import EvictionPolicy
 
 __all__ = [
     "Cancelled",
     "Event",
     "GrantUndelivered",
+    "ModelRetired",
+    "Reconfigured",
     "RequestArrived",
     "ServeDone",
     "ShutdownRequested",
@@ -140,6 +145,38 @@ class Tick:
     now: float
 
 
+@dataclass(frozen=True, slots=True)
+class Reconfigured:
+    """A config reload: from now on the router serves ``models`` under these settings.
+
+    Everything the scheduler tracks — queue order, swaps, in-flight counts,
+    reservations — carries over; only the rules change, all at once. Models
+    in ``replace`` (a changed definition, a removed model, a model re-added
+    while its old process still drains) stop taking new work on their current
+    process: once nothing of theirs is serving or swapping, the scheduler
+    answers :class:`~.decisions.RetireModel`. Requests still queued for a model
+    no longer served fail with 404.
+    """
+
+    models: frozenset[str]
+    policy: EvictionPolicy
+    now: float
+    limits: Mapping[str, int] = field(default_factory=dict)
+    priority: Mapping[str, int] = field(default_factory=dict)
+    max_wait: float = 0.0
+    min_residency: float = 0.0
+    replace: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRetired:
+    """The old process of a :class:`~.decisions.RetireModel` has stopped; its successor
+    (if the model is still served) is in place and stopped."""
+
+    model: str
+    now: float | None = None
+
+
 Event: TypeAlias = (
     RequestArrived
     | Cancelled
@@ -150,4 +187,6 @@ Event: TypeAlias = (
     | StopsDone
     | ShutdownRequested
     | Tick
+    | Reconfigured
+    | ModelRetired
 )

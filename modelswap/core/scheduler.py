@@ -111,7 +111,9 @@ class SchedulerStats:
     """A frozen snapshot of the scheduler, for tests, ``/running`` and metrics.
 
     ``queue`` is ``(request_id, model)`` in service order; ``unloading`` is
-    ``(op_id, models)`` per unload still stopping; counters omit zero entries.
+    ``(op_id, models)`` per unload still stopping; ``retiring`` the models a
+    reload replaced or removed whose old process has not stopped yet;
+    counters omit zero entries.
     """
 
     queue: tuple[tuple[int, str], ...]
@@ -121,6 +123,7 @@ class SchedulerStats:
     reservations: Mapping[str, int]
     shutting_down: bool
     now: float
+    retiring: tuple[str, ...] = ()
 
 
 class FifoScheduler:
@@ -159,6 +162,7 @@ class FifoScheduler:
         self._max_wait = max_wait
         self._min_residency = min_residency
         self._name = router_name
+        self._retiring: dict[str, bool] = {}  # model -> its RetireModel was sent
 
         self._requests: dict[int, _Request] = {}
         self._queue = RequestQueue()
@@ -199,6 +203,12 @@ class FifoScheduler:
             case e.Tick():
                 self._advance(event.now)
                 self._drain()
+            case e.Reconfigured():
+                self._on_reconfigured(event)
+            case e.ModelRetired():
+                self._on_retired(event)
+        if self._retiring:
+            self._retire_drained()
         after = self._queue.positions()
         changed = {rid: pos for rid, pos in after.items() if before.get(rid) != pos}
         if changed:
@@ -215,6 +225,7 @@ class FifoScheduler:
                 for s in self._swaps.values()
             ),
             unloading=tuple(self._unloads.items()),
+            retiring=tuple(sorted(self._retiring)),
             in_flight=self._ledger.in_flight_counts,
             reservations=self._ledger.reservations,
             shutting_down=self._shutdown_op is not None,
@@ -311,6 +322,52 @@ class FifoScheduler:
         if self._ledger.in_flight(req.model) == 0:
             self._drain()
 
+    def _on_reconfigured(self, ev: e.Reconfigured) -> None:
+        """A config reload: new rules at once; replaced models retire once drained.
+
+        Queue order is kept (priorities apply to requests queued from now on).
+        Requests already serving or waiting on a swap finish on the process
+        they were granted or are loading; requests still queued for a replaced
+        model wait for its successor; queued for a model no longer served: 404.
+        """
+        self._advance(ev.now)
+        if self._shutdown_op is not None:
+            return
+        self._models = frozenset(ev.models)
+        self._policy = ev.policy
+        self._limits = {m: n for m, n in ev.limits.items() if n > 0}
+        self._priority = dict(ev.priority)
+        self._max_wait, self._min_residency = ev.max_wait, ev.min_residency
+        for model in sorted(ev.replace):
+            self._retiring.setdefault(model, False)
+        for rid in list(self._queue):
+            req = self._requests[rid]
+            if req.model not in self._models:
+                self._queue.remove(rid)
+                self._grant_error(req, 404, f"model {req.model} was removed by a config reload")
+        self._drain()
+
+    def _retire_drained(self) -> None:
+        """Send ``RetireModel`` for each retiring model nothing uses any more."""
+        if self._shutdown_op is not None:
+            return
+        for model, sent in self._retiring.items():
+            if sent or self._ledger.in_flight(model) > 0 or model in self._swap_of:
+                continue
+            if self._being_evicted(model) or any(model in m for m in self._unloads.values()):
+                continue
+            self._retiring[model] = True
+            self._out.append(d.RetireModel(model))
+
+    def _on_retired(self, ev: e.ModelRetired) -> None:
+        """The old process stopped and the successor is in place: route to it again."""
+        if ev.now is not None:
+            self._advance(ev.now)
+        if self._retiring.pop(ev.model, None) is None:
+            self._diagnose(f"retired {ev.model}, which was not retiring")
+        self._ready_since.pop(ev.model, None)
+        self._drain()
+
     def _on_swap_done(self, ev: e.SwapDone) -> None:
         """Resolve the swap's waiters in join order, then drain (§3.9)."""
         self._advance(ev.now)
@@ -399,8 +456,8 @@ class FifoScheduler:
     def _route(self, req: _Request) -> bool:
         """Grant, join or start a swap for ``req``; False means "(stay) queued"."""
         model = req.model
-        if any(model in models for models in self._unloads.values()):
-            return False  # being unloaded: start it again only once it has stopped
+        if model in self._retiring or any(model in m for m in self._unloads.values()):
+            return False  # being unloaded or replaced: start it only once it has stopped
         swap_id = self._swap_of.get(model)
         if swap_id is not None:
             self._swaps[swap_id].waiters.append(req.request_id)
@@ -464,6 +521,8 @@ class FifoScheduler:
                 continue
             if swap.target in wanted or target in swap.evict or wanted.intersection(swap.evict):
                 return True
+        if wanted.intersection(self._retiring):
+            return True  # a retiring model stops by itself; evicting it would race that
         return any(
             target in models or wanted.intersection(models) for models in self._unloads.values()
         )

@@ -19,8 +19,9 @@ from modelswap.core.scheduler import DEFAULT_LIMIT, FifoScheduler
 from modelswap.observability.log_fanout import LogSink
 from modelswap.process import ManagedProcess, ProcessSpec
 from modelswap.router.runtime import TICK_INTERVAL, LocalRouter
+from modelswap.router.update import RouterUpdate
 
-__all__ = ["POLICIES", "build_policy", "build_router", "process_specs"]
+__all__ = ["POLICIES", "build_policy", "build_router", "process_specs", "router_update"]
 
 
 def process_specs(config: Config) -> dict[str, ProcessSpec]:
@@ -89,6 +90,33 @@ def build_policy(config: Config) -> tuple[str, EvictionPolicy, frozenset[str]]:
     return name, policy, models
 
 
+def router_update(config: Config) -> RouterUpdate:
+    """What ``config`` means for a running router: definitions and scheduling rules.
+
+    Used at construction and by every config reload, so both read the config
+    the same way.
+    """
+    _name, policy, models = build_policy(config)
+    specs = process_specs(config)
+    # concurrencyLimit ≤ 0 means the built-in 10; the loader already raised
+    # comfyui_auto to at least 50 (§1.2), so it needs nothing here.
+    limits = {
+        model_id: config.models[model_id].concurrency_limit
+        for model_id in models
+        if config.models[model_id].concurrency_limit > 0
+    }
+    routing = config.routing
+    return RouterUpdate(
+        specs={model_id: specs[model_id] for model_id in sorted(models)},
+        policy=policy,
+        limits=limits,
+        priority={m: p for m, p in routing.priority.items() if m in models},
+        max_wait=routing.max_wait,
+        min_residency=routing.min_residency,
+        health_check_timeout=float(config.health_check_timeout),
+    )
+
+
 def build_router(
     config: Config,
     *,
@@ -102,37 +130,29 @@ def build_router(
     ``base_env`` is the environment children inherit (default: ours);
     ``upstream_sink`` receives every child's output (the shared "upstream" log).
     """
-    name, policy, models = build_policy(config)
-    specs = process_specs(config)
-    processes = {
-        model_id: ManagedProcess(
-            specs[model_id], base_env=base_env, clock=clock, upstream_sink=upstream_sink
-        )
-        for model_id in sorted(models)
-    }
-    # concurrencyLimit ≤ 0 means the built-in 10; the loader already raised
-    # comfyui_auto to at least 50 (§1.2), so it needs nothing here.
-    limits = {
-        model_id: config.models[model_id].concurrency_limit
-        for model_id in models
-        if config.models[model_id].concurrency_limit > 0
-    }
-    routing = config.routing
+    name = config.routing.router_use
+    update = router_update(config)
+
+    def make_process(spec: ProcessSpec) -> ManagedProcess:
+        return ManagedProcess(spec, base_env=base_env, clock=clock, upstream_sink=upstream_sink)
+
+    processes = {model_id: make_process(spec) for model_id, spec in update.specs.items()}
     scheduler = FifoScheduler(
-        models,
-        policy,
-        limits=limits,
+        update.specs,
+        update.policy,
+        limits=update.limits,
         default_limit=DEFAULT_LIMIT,
-        priority={m: p for m, p in routing.priority.items() if m in models},
-        max_wait=routing.max_wait,
-        min_residency=routing.min_residency,
+        priority=update.priority,
+        max_wait=update.max_wait,
+        min_residency=update.min_residency,
         router_name=name,
     )
     return LocalRouter(
         scheduler,
         processes,
         name=name,
-        health_check_timeout=float(config.health_check_timeout),
+        health_check_timeout=update.health_check_timeout,
         clock=clock,
         tick_interval=tick_interval,
+        process_factory=make_process,
     )

@@ -21,6 +21,13 @@ Concurrency design (design.md rules 2, 3, 5):
   late reports (a ``ServeDone`` from a request still streaming) are applied
   synchronously on the caller's stack, so counters stay exact.
 
+* **A config reload is one item.** :meth:`LocalRouter.reconfigure` posts it;
+  the loop switches the process table, the caller's state (``on_applied``)
+  and the scheduler's rules in one step. A replaced model keeps its process
+  until the scheduler says it has drained (``RetireModel``); the retire task
+  stops it and reports ``ModelRetired``, and the loop puts the successor in
+  place (:mod:`~modelswap.router.process_table`).
+
 Why a fresh view per event and not per decision: decisions of one event are
 applied without awaiting, so no process can change state in between.
 """
@@ -34,12 +41,11 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from modelswap.core import decisions as d
 from modelswap.core import events as e
-from modelswap.core.scheduler import FifoScheduler, SchedulerStats
+from modelswap.core.scheduler import FifoScheduler
 from modelswap.errors import (
     ModelNotFoundError,
     ModelNotLoadedError,
@@ -48,7 +54,7 @@ from modelswap.errors import (
     RouterShuttingDownError,
     ShutdownInProgressError,
 )
-from modelswap.process import ManagedProcess, ProcessState, ProcessStatistics, StateChange
+from modelswap.process import ManagedProcess, ProcessState, StateChange
 from modelswap.router.facts import (
     SWAP_CANCELLED,
     FactListener,
@@ -56,8 +62,18 @@ from modelswap.router.facts import (
     SwapFinished,
     SwapStarted,
 )
+from modelswap.router.items import Barrier as _Barrier
+from modelswap.router.items import Item as _Item
+from modelswap.router.items import Op as _Op
+from modelswap.router.items import Posted as _Posted
+from modelswap.router.items import Reload as _Reload
+from modelswap.router.items import RouterStatistics
+from modelswap.router.items import SwapTimes as _SwapTimes
+from modelswap.router.listeners import Listeners
 from modelswap.router.preload import PreloadListener, preload_models
+from modelswap.router.process_table import ProcessFactory, ProcessTable
 from modelswap.router.ticket import GrantedUpstream, LocalTicket, ServeGrant, outcome_error
+from modelswap.router.update import RouterUpdate
 
 if TYPE_CHECKING:
     from modelswap.router.api import ModelRouter, Ticket, Upstream
@@ -73,91 +89,6 @@ DEFAULT_HEALTH_CHECK_TIMEOUT = 30.0
 """Shutdown grace when none is configured (router spec §1.1: "built without the loader")."""
 
 _LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
-
-
-@dataclass(frozen=True, slots=True)
-class RouterStatistics:
-    """A snapshot for tests, ``/running`` and metrics (design.md rule 10).
-
-    ``tickets`` counts requests the loop still tracks (admitted and not yet
-    finished); ``swap_workers`` and ``tasks`` the tasks the router owns;
-    ``undelivered_grants`` serve grants whose handler had already gone. After
-    every request has ended, all three are 0 and ``in_flight``/``reservations``
-    are empty.
-    """
-
-    name: str
-    scheduler: SchedulerStats
-    processes: Mapping[str, ProcessStatistics]
-    tickets: int
-    swap_workers: int
-    tasks: int
-    undelivered_grants: int
-    shutting_down: bool
-    closed: bool
-
-    @property
-    def in_flight(self) -> Mapping[str, int]:
-        return self.scheduler.in_flight
-
-    @property
-    def reservations(self) -> Mapping[str, int]:
-        return self.scheduler.reservations
-
-    @property
-    def queue(self) -> tuple[tuple[int, str], ...]:
-        return self.scheduler.queue
-
-    def state(self, model_id: str) -> str:
-        return self.processes[model_id].state.value
-
-
-@dataclass(slots=True)
-class _Op:
-    """A caller waiting for an unload or shutdown, and the grace its stops use."""
-
-    done: asyncio.Future[str | None]
-    grace: float
-
-
-@dataclass(slots=True)
-class _Posted:
-    """One queue item: an event plus what the loop must register with it."""
-
-    event: e.Event
-    ticket: LocalTicket | None = None
-    op: _Op | None = None
-
-
-@dataclass(slots=True)
-class _Barrier:
-    """Resolved when the loop reaches it: everything posted before it is handled."""
-
-    done: asyncio.Future[None]
-
-
-_Item = _Posted | _Barrier
-
-
-@dataclass(slots=True)
-class _SwapTimes:
-    """A committed swap's story so far (loop-owned; the worker sets ``evicted``)."""
-
-    started: SwapStarted
-    evicted: float | None = None
-
-    def finished(self, now: float, error: str | None) -> SwapFinished:
-        fact = self.started
-        return SwapFinished(
-            fact.swap_id,
-            fact.model,
-            fact.evict,
-            fact.reason,
-            fact.started,
-            self.evicted if self.evicted is not None else fact.started,
-            now,
-            error,
-        )
 
 
 class LocalRouter:
@@ -178,12 +109,18 @@ class LocalRouter:
         health_check_timeout: float = DEFAULT_HEALTH_CHECK_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
         tick_interval: float = TICK_INTERVAL,
+        process_factory: ProcessFactory | None = None,
     ) -> None:
         missing = sorted(scheduler.models - set(processes))
         if missing:
             raise ValueError(f"no process for model(s) {missing}")
         self._scheduler = scheduler
-        self._processes = dict(processes)
+        self._process_listeners: Listeners[StateChange] = Listeners(f"{name} process listener")
+        self._processes = ProcessTable(
+            processes,
+            process_factory or (lambda spec: ManagedProcess(spec, clock=clock)),
+            self._on_process_change,
+        )
         self._name = name
         self._health_check_timeout = (
             health_check_timeout if health_check_timeout > 0 else DEFAULT_HEALTH_CHECK_TIMEOUT
@@ -200,8 +137,8 @@ class LocalRouter:
         self._exit_loop = False  # the first shutdown's OpDone was applied
         self._loop_done = False  # the loop task has ended: handle inline
         self._ids = itertools.count(1)
-        self._listeners: list[Callable[[], None]] = []
-        self._fact_listeners: list[FactListener] = []
+        self._listeners: Listeners[None] = Listeners(f"{name} router listener")
+        self._fact_listeners: Listeners[RouterFact] = Listeners(f"{name} fact listener")
 
         # Owned by the loop (after it ended: by whoever posts, synchronously).
         self._tickets: dict[int, LocalTicket] = {}
@@ -213,9 +150,6 @@ class LocalRouter:
         self._swap_times: dict[int, _SwapTimes] = {}
         self._granting: SwapFinished | None = None  # the swap whose SwapDone is being handled
 
-        for process in self._processes.values():
-            process.on_state_change(self._on_process_change)
-
     # --- queries (synchronous snapshots) ------------------------------------------------
 
     @property
@@ -225,7 +159,7 @@ class LocalRouter:
     @property
     def processes(self) -> Mapping[str, ManagedProcess]:
         """The managed processes by model ID (composition, logs and tests; not for deciding)."""
-        return dict(self._processes)
+        return dict(self._processes.current)
 
     def handles(self, model_id: str) -> bool:
         return self._scheduler.handles(model_id)
@@ -237,7 +171,7 @@ class LocalRouter:
     def running_models(self) -> Mapping[str, str]:
         return {
             model: process.state.value
-            for model, process in sorted(self._processes.items())
+            for model, process in sorted(self._processes.current.items())
             if process.state not in (ProcessState.STOPPED, ProcessState.SHUTDOWN)
         }
 
@@ -245,7 +179,7 @@ class LocalRouter:
         return RouterStatistics(
             name=self._name,
             scheduler=self._scheduler.statistics(),
-            processes={m: p.statistics() for m, p in sorted(self._processes.items())},
+            processes={m: p.statistics() for m, p in sorted(self._processes.current.items())},
             tickets=len(self._tickets),
             swap_workers=len(self._swap_tasks),
             tasks=sum(1 for task in self._tasks if not task.done()),
@@ -257,7 +191,7 @@ class LocalRouter:
     def __repr__(self) -> str:
         st = self._scheduler.statistics()
         return (
-            f"<LocalRouter {self._name} models={len(self._processes)} "
+            f"<LocalRouter {self._name} models={len(self._processes.current)} "
             f"running={dict(self.running_models())} queued={len(st.queue)} "
             f"swaps={len(st.swaps)} in_flight={dict(st.in_flight)}"
             f"{' shutting-down' if self._closing else ''}>"
@@ -269,9 +203,7 @@ class LocalRouter:
         """Reserve a slot for one request; 404, 429 and "shutting down" raise here."""
         if self._closing:
             raise RouterShuttingDownError(f"{self._name} is shutting down")
-        ticket = LocalTicket(
-            next(self._ids), model_id, self._processes.get(model_id), self._post, self._clock
-        )
+        ticket = LocalTicket(next(self._ids), model_id, self._post, self._clock)
         self._submit(_Posted(e.RequestArrived(ticket.request_id, model_id, self._clock()), ticket))
         await ticket.wait_admitted()
         return ticket
@@ -332,7 +264,7 @@ class LocalRouter:
         if timeout > 0:
             await self._unload_op(None if models is None else tuple(models), timeout)
             return
-        wanted = self._processes if models is None else dict.fromkeys(models)
+        wanted = self._processes.current if models is None else dict.fromkeys(models)
         buckets: dict[float, list[str]] = {}
         for model in wanted:
             process = self._processes.get(model)
@@ -403,17 +335,62 @@ class LocalRouter:
         else:
             await self.shutdown()
 
+    # --- config reload ---------------------------------------------------------------------
+
+    async def reconfigure(
+        self, update: RouterUpdate, on_applied: Callable[[], None] | None = None
+    ) -> None:
+        """Apply a config reload as one event of the loop; return once it is in force.
+
+        Everything switches in one step of the loop, with no await in between:
+        the process table (added models get their process, changed and removed
+        ones a pending successor), the scheduler's rules, and — through
+        ``on_applied``, called in that same step — whatever the caller switches
+        with it (the server's config). Requests posted before are handled under
+        the old rules, those posted after under the new ones. Unchanged
+        processes are not touched. Raises ``RouterShuttingDownError`` once
+        shutdown has begun.
+        """
+        if self._closing:
+            raise RouterShuttingDownError(f"{self._name} is shutting down")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._submit(_Reload(update, done, on_applied))
+        await done
+
+    def _reload(self, item: _Reload) -> None:
+        """Switch processes, rules and (``on_applied``) the caller's state in one step."""
+        try:
+            if self._scheduler.statistics().shutting_down:
+                raise RouterShuttingDownError(f"{self._name} is shutting down")
+            update = item.update
+            replace = self._processes.reconfigure(update.specs)
+            if update.health_check_timeout > 0:
+                self._health_check_timeout = update.health_check_timeout
+            if item.on_applied is not None:
+                item.on_applied()
+            self._handle(_Posted(update.event(replace, self._clock())))
+        except Exception as exc:
+            if not item.done.done():
+                item.done.set_exception(exc)
+            if not isinstance(exc, ModelswapError):
+                raise
+        else:
+            if not item.done.done():
+                item.done.set_result(None)
+
     # --- observation hooks (tests, metrics) -----------------------------------------------
+
+    def on_process_change(self, listener: Callable[[StateChange], None]) -> Callable[[], None]:
+        """Call ``listener`` on every state change of every process, current and future.
+
+        Unlike ``ManagedProcess.on_state_change``, it follows a model across a
+        config reload that replaces its process. Returns the unsubscribe function.
+        """
+        return self._process_listeners.add(listener)
 
     def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener`` after every handled event and process state change."""
-        self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-        return unsubscribe
+        return self._listeners.add(lambda _none: listener())
 
     def subscribe_facts(self, listener: FactListener) -> Callable[[], None]:
         """Call ``listener`` with every :mod:`~modelswap.router.facts` fact, as it happens.
@@ -421,20 +398,10 @@ class LocalRouter:
         Called synchronously from the loop: it must not block or call back into
         the router. Returns the unsubscribe function.
         """
-        self._fact_listeners.append(listener)
-
-        def unsubscribe() -> None:
-            if listener in self._fact_listeners:
-                self._fact_listeners.remove(listener)
-
-        return unsubscribe
+        return self._fact_listeners.add(listener)
 
     def _publish(self, fact: RouterFact) -> None:
-        for listener in list(self._fact_listeners):
-            try:
-                listener(fact)
-            except Exception:
-                log.exception("%s router: fact listener failed", self._name)
+        self._fact_listeners.call(fact)
 
     async def wait_for(self, predicate: Callable[[RouterStatistics], bool]) -> RouterStatistics:
         """Wait until ``predicate(statistics())`` holds; re-checked on every change."""
@@ -494,9 +461,13 @@ class LocalRouter:
                 item.done.set_result(None)
             return
         try:
-            self._handle(item)
+            if isinstance(item, _Reload):
+                self._reload(item)
+            else:
+                self._handle(item)
         except Exception:  # a bug; the loop must survive it or every model wedges
-            log.exception("%s router: failed to handle %r", self._name, item.event)
+            what = item.update if isinstance(item, _Reload) else item.event
+            log.exception("%s router: failed to handle %r", self._name, what)
         self._notify()
 
     def _handle(self, first: _Posted) -> None:
@@ -519,6 +490,8 @@ class LocalRouter:
             self._ops[event.op_id] = posted.op
             if isinstance(event, e.ShutdownRequested) and self._shutdown_op is None:
                 self._shutdown_op = event.op_id
+        if isinstance(event, e.ModelRetired):
+            self._processes.install_successor(event.model)
         if isinstance(event, e.RequestArrived) and posted.ticket is not None:
             self._tickets[event.request_id] = posted.ticket
             if posted.ticket.admission_abandoned():
@@ -562,7 +535,7 @@ class LocalRouter:
             self._swap_tasks.pop(event.swap_id, None)
 
     def _view(self) -> dict[str, str]:
-        return {model: process.state.value for model, process in self._processes.items()}
+        return {m: process.state.value for m, process in self._processes.current.items()}
 
     def _apply(self, decision: d.Decision, pending: deque[_Posted]) -> None:
         """Apply one decision; never awaits (decisions.py's table)."""
@@ -580,7 +553,8 @@ class LocalRouter:
                 swap = self._granting
                 if ticket is not None and swap is not None and swap.model == model:
                     ticket.swap = swap
-                if ticket is None or not ticket.deliver(ServeGrant(model, priority)):
+                grant = ServeGrant(model, priority, self._processes[model])
+                if ticket is None or not ticket.deliver(grant):
                     self._undelivered += 1
                     pending.append(_Posted(e.GrantUndelivered(rid, self._clock())))
             case d.GrantError(request_id=rid, status=status, message=message):
@@ -600,8 +574,11 @@ class LocalRouter:
                 times = _SwapTimes(started)
                 self._swap_times[decision.swap_id] = times
                 self._publish(started)
+                target = self._processes[decision.model]
+                evictees = [self._processes[m] for m in decision.evict]
                 self._swap_tasks[decision.swap_id] = self._spawn(
-                    self._swap(decision, times), f"swap[{decision.model}#{decision.swap_id}]"
+                    self._swap(decision, times, target, evictees),
+                    f"swap[{decision.model}#{decision.swap_id}]",
                 )
             case d.CancelSwap(swap_id=swap_id):
                 dropped = self._swap_times.pop(swap_id, None)
@@ -613,7 +590,8 @@ class LocalRouter:
             case d.StopModels():
                 op = self._ops.get(decision.op_id)
                 grace = op.grace if op is not None else self._health_check_timeout
-                self._spawn(self._stop_models(decision, grace), f"{decision.reason}")
+                processes = [p for m in decision.models if (p := self._processes.get(m))]
+                self._spawn(self._stop_models(decision, grace, processes), f"{decision.reason}")
             case d.Positions(positions=positions):
                 for rid, position in positions.items():
                     ticket = self._tickets.get(rid)
@@ -628,6 +606,9 @@ class LocalRouter:
                     self._exit_loop = True
             case d.Diagnostic(message=message):
                 log.error("%s", message)
+            case d.RetireModel(model=model):
+                log.info("%s router: %s drained, stopping its old definition", self._name, model)
+                self._spawn(self._retire(self._processes[model]), f"retire[{model}]")
 
     def _refresh_positions(self) -> None:
         """Tell tickets that left the queue (joined or started a swap) they have no position."""
@@ -641,14 +622,11 @@ class LocalRouter:
         self._positioned &= queued
 
     def _notify(self) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener()
-            except Exception:
-                log.exception("%s router: listener failed", self._name)
+        self._listeners.call(None)
 
     def _on_process_change(self, change: StateChange) -> None:
         """A process stopped (crash, TTL, any stop): let queued requests look again (§9 #8)."""
+        self._process_listeners.call(change)
         if change.new is ProcessState.STOPPED:
             self._post(e.Tick(self._clock()))
         else:
@@ -664,19 +642,27 @@ class LocalRouter:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _swap(self, swap: d.StartSwap, times: _SwapTimes) -> None:
+    async def _swap(
+        self,
+        swap: d.StartSwap,
+        times: _SwapTimes,
+        target: ManagedProcess,
+        evictees: Sequence[ManagedProcess],
+    ) -> None:
         """Stop the evictees, then make the target ready; report ``SwapDone`` (§3.8).
 
         Evictees get their own ``unloadTimeout`` as grace, not the global
         ``healthCheckTimeout`` llama-swap uses (§9 #5). Cancelled only by
-        ``CancelSwap`` (unload, shutdown): then no report is sent.
+        ``CancelSwap`` (unload, shutdown): then no report is sent. The
+        processes were taken from the table when the swap was decided, so a
+        reload in between cannot redirect it to another definition.
         """
         error: str | None = None
         try:
-            if swap.evict:
-                await self._stop_all(swap.evict, None)
+            if evictees:
+                await self._stop_all(evictees, None)
             times.evicted = self._clock()
-            await self._processes[swap.model].ensure_ready()
+            await target.ensure_ready()
         except ModelswapError as exc:
             error = exc.message
         except Exception as exc:  # a bug below us: fail the waiters, keep the router
@@ -686,18 +672,30 @@ class LocalRouter:
             log.warning("%s router: swap to %s failed: %s", self._name, swap.model, error)
         self._post(e.SwapDone(swap.swap_id, error, self._clock()))
 
-    async def _stop_models(self, stop: d.StopModels, grace: float) -> None:
+    async def _stop_models(
+        self, stop: d.StopModels, grace: float, processes: Sequence[ManagedProcess]
+    ) -> None:
         """Unload or shutdown stops: all in parallel, then (shutdown) tear everything down."""
-        await self._stop_all(stop.models, grace)
+        await self._stop_all(processes, grace)
         if stop.reason == "shutdown":
-            await asyncio.gather(*(p.shutdown() for p in self._processes.values()))
+            await asyncio.gather(*(p.shutdown() for p in self._processes.every_process()))
         self._post(e.StopsDone(stop.op_id, self._clock()))
 
-    async def _stop_all(self, models: Sequence[str], grace: float | None) -> None:
-        """Stop ``models`` in parallel (grace None: each model's unloadTimeout)."""
+    async def _retire(self, process: ManagedProcess) -> None:
+        """A reload replaced or removed this drained process: stop it, then report.
+
+        The grace is the model's ``unloadTimeout``. The process is torn down
+        before ``ModelRetired`` puts its successor in place, so the old and the
+        new definition never run at the same time.
+        """
+        await self._stop_one(process, process.spec.unload_timeout)
+        await process.shutdown()
+        self._post(e.ModelRetired(process.model_id, self._clock()))
+
+    async def _stop_all(self, processes: Sequence[ManagedProcess], grace: float | None) -> None:
+        """Stop ``processes`` in parallel (grace None: each model's unloadTimeout)."""
         async with asyncio.TaskGroup() as group:
-            for model in models:
-                process = self._processes[model]
+            for process in processes:
                 timeout = process.spec.unload_timeout if grace is None else grace
                 group.create_task(self._stop_one(process, timeout))
 

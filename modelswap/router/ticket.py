@@ -49,10 +49,16 @@ Phase = Literal["arriving", "admitted", "waiting", "serving", "finished"]
 
 @dataclass(frozen=True, slots=True)
 class ServeGrant:
-    """The loop's "serve it" answer; ``fifo_priority`` goes into activity metadata."""
+    """The loop's "serve it" answer; ``fifo_priority`` goes into activity metadata.
+
+    ``process`` is the one in place when the grant was given: after a config
+    reload replaced the model, a request granted before keeps its old process
+    and one granted after gets the new one — never half of each.
+    """
 
     model_id: str
     fifo_priority: str
+    process: ManagedProcess
 
 
 GrantOutcome = ServeGrant | ModelswapError
@@ -105,14 +111,12 @@ class LocalTicket:
         self,
         request_id: int,
         model_id: str,
-        process: ManagedProcess | None,
         post: Callable[[Event], None],
         clock: Callable[[], float],
     ) -> None:
         loop = asyncio.get_running_loop()
         self.request_id = request_id
         self._model_id = model_id
-        self._process = process
         self._post = post
         self._clock = clock
         self._admitted: asyncio.Future[ModelswapError | None] = loop.create_future()
@@ -179,10 +183,9 @@ class LocalTicket:
         if isinstance(outcome, ModelswapError):
             self._phase = "finished"
             raise outcome
-        assert self._process is not None  # a serve grant names a model we run
         self._phase = "serving"
         try:
-            async with self._process.track_request() as url:
+            async with outcome.process.track_request() as url:
                 yield GrantedUpstream(self._model_id, url, outcome.fifo_priority)
         finally:
             self._finish_serving()

@@ -24,14 +24,16 @@ def _no_pins() -> Mapping[str, str]:
 
 def add_admin_routes(
     app: web.Application,
-    config: Config,
+    config: Config | Callable[[], Config],
     is_loaded: IsLoaded | None = None,
     active_pins: ActivePins | None = None,
 ) -> None:
     """Register ``/health``, ``/wol-health``, ``/`` and ``/v1/models`` (``/models``).
 
-    ``active_pins`` is read per request, so the listing follows profile switches.
+    ``active_pins`` is read per request, so the listing follows profile switches;
+    ``config`` may be a function too, read per request (config reloads).
     """
+    current = config if callable(config) else (lambda: config)
     loaded_view = is_loaded or _never_loaded
     pins_view = active_pins or _no_pins
 
@@ -43,7 +45,7 @@ def add_admin_routes(
 
     async def list_models(request: web.Request) -> web.Response:
         data = model_records(
-            config, now=int(time.time()), is_loaded=loaded_view, active_pins=pins_view()
+            current(), now=int(time.time()), is_loaded=loaded_view, active_pins=pins_view()
         )
         headers = {}
         origin = request.headers.get("Origin")

@@ -80,12 +80,17 @@ def key_accepted(candidate: str, keys: Sequence[str]) -> bool:
     return accepted
 
 
-def auth_middleware(api_keys: Sequence[str]) -> Middleware:
-    """A middleware enforcing ``api_keys``; with no keys every request passes."""
-    keys = tuple(api_keys)
+def auth_middleware(api_keys: Sequence[str] | Callable[[], Sequence[str]]) -> Middleware:
+    """A middleware enforcing ``api_keys``; with no keys every request passes.
+
+    ``api_keys`` may be a function read per request: the app passes one reading
+    the config in force, so a config reload changes the keys at once.
+    """
+    current = api_keys if callable(api_keys) else (lambda fixed=tuple(api_keys): fixed)
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        keys = current()
         request[API_KEY] = ""
         unrouted = request.match_info.http_exception is not None  # Go's mux 404/405 come first
         if keys and not unrouted and is_protected(request.method, request.path):

@@ -2,9 +2,12 @@
 
 One :class:`ServerState` per aiohttp app (so per config): the config, the
 local router, the peer router, the active profile and the selectors'
-reservations. A config reload builds a new app and with it a new state —
-which is exactly llama-swap's "new server instance" semantics (no active
-profile, fresh reservations).
+reservations. It is the one holder of "the config in force": every handler
+reads ``state.config`` per request, so a config reload switches them all by
+replacing it in :meth:`ServerState.apply_config` — called by the router's loop
+in the same step that switches the router (see modelswap.server.reload).
+Unlike llama-swap, which builds a new server on reload, the active profile
+survives if it still exists and selector reservations stay counted.
 
 The peer router needs the app's :class:`UpstreamClient`, which exists only
 between startup and cleanup, so it is attached by :func:`setup_peers` and
@@ -46,6 +49,14 @@ class ServerState:
     @classmethod
     def build(cls, config: Config, router: LocalRouter) -> ServerState:
         return cls(config, router, ProfileState(config.profiles), Selectors(config))
+
+    def apply_config(self, config: Config) -> None:
+        """Switch every per-request reader to ``config`` at once (synchronous, no await)."""
+        self.config = config
+        self.profiles.reconfigure(config.profiles)
+        self.selectors.reconfigure(config)
+        if self._peers is not None:
+            self._peers.reconfigure(config.peers)
 
     @property
     def peers(self) -> PeerRouter:

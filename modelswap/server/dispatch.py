@@ -19,7 +19,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from modelswap.errors import ModelswapError
+from modelswap.config import ModelTimeouts
+from modelswap.errors import ModelNotFoundError, ModelswapError
 from modelswap.router.api import Upstream
 from modelswap.router.ticket import LocalTicket
 from modelswap.server.context import ServerState
@@ -47,12 +48,23 @@ relayed as they are); the Ollama routes pass a translating one.
 """
 
 
-def local_target(state: ServerState, upstream: Upstream, raw_path: str, raw_query: str) -> Target:
-    """Where a granted request goes: the upstream's base URL + path + query."""
-    model = state.config.models[upstream.model_id]
-    return Target(
-        join_url(upstream.base_url, raw_path, raw_query), upstream.model_id, model.timeouts
-    )
+def local_target(
+    state: ServerState,
+    upstream: Upstream,
+    raw_path: str,
+    raw_query: str,
+    timeouts: ModelTimeouts | None = None,
+) -> Target:
+    """Where a granted request goes: the upstream's base URL + path + query.
+
+    ``timeouts`` are the model's as the request found them on arrival; a
+    config reload may have removed the model since (it still finishes its
+    admitted requests), so the current config is only the fallback.
+    """
+    if timeouts is None:
+        model = state.config.models.get(upstream.model_id)
+        timeouts = model.timeouts if model is not None else ModelTimeouts()
+    return Target(join_url(upstream.base_url, raw_path, raw_query), upstream.model_id, timeouts)
 
 
 def is_ignored_websocket(state: ServerState, request: web.BaseRequest, model_id: str) -> bool:
@@ -144,6 +156,7 @@ class _Trip:
         "state",
         "stream",
         "streaming",
+        "timeouts",
     )
 
     def __init__(
@@ -165,7 +178,10 @@ class _Trip:
         self.raw_query = raw_query
         self.body = body
         self.streaming = streaming
-        model = state.config.models[model_id]
+        model = state.config.models.get(model_id)
+        if model is None:  # removed by a config reload since the name was resolved
+            raise ModelNotFoundError("no local server found for requested model")
+        self.timeouts = model.timeouts
         self.send_loading = loading_allowed and model.loading_state
         self.retry = model.retry_on_crash
         self.seen = observation(request)
@@ -196,7 +212,9 @@ class _Trip:
                     self.seen.metadata["fifo_priority"] = upstream.fifo_priority
                 if loading is not None:
                     await loading.finish()
-                target = local_target(self.state, upstream, self.raw_path, self.raw_query)
+                target = local_target(
+                    self.state, upstream, self.raw_path, self.raw_query, self.timeouts
+                )
                 if self.stream is None and is_websocket_upgrade(self.request.headers):
                     return await tunnel_websocket(self.request, self.state.client, target)
                 return await self.forward(self.request, target, self.body, self.stream)

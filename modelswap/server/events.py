@@ -3,9 +3,10 @@
 One :class:`EventsFeed` per app turns what the app already knows into
 :class:`~modelswap.observability.events_hub.EventsHub` messages:
 
-* ``modelStatus`` on every process state change (``ManagedProcess.on_state_change``)
-  and on every profile change, ``profileChanged`` on profile changes
-  (``ProfileState.observers``) — computed only when someone listens;
+* ``modelStatus`` on every process state change (``LocalRouter.on_process_change``,
+  which follows models across config reloads) and on every profile change,
+  ``profileChanged`` on profile changes (``ProfileState.observers``) — computed
+  only when someone listens;
 * ``logData`` for every chunk written to the proxy and upstream log monitors:
   each fan-out is subscribed **once per app** (not once per client) and its
   chunks published into the hub, decoded incrementally so a UTF-8 character
@@ -164,14 +165,14 @@ class EventsFeed:
     def __init__(
         self,
         hub: EventsHub,
-        config: Config,
+        config: Config | Callable[[], Config],
         router: LocalRouter,
         profiles: ProfileState,
         inflight: InflightTracker,
         logs: Mapping[str, LogFanout] | None = None,
     ) -> None:
         self.hub = hub
-        self._config = config
+        self._current_config = config if callable(config) else (lambda: config)
         self._router = router
         self._profiles = profiles
         self._inflight = inflight
@@ -186,9 +187,12 @@ class EventsFeed:
 
     # --- publishing -----------------------------------------------------------------
 
+    def _session_headers(self) -> tuple[str, ...]:
+        return self._current_config().ui.activity.session_id
+
     def model_status(self) -> list[dict[str, Any]]:
         states = {m: p.state.value for m, p in self._router.processes.items()}
-        return model_status(self._config, states)
+        return model_status(self._current_config(), states)
 
     def publish_model_status(self, _change: StateChange | None = None) -> None:
         if self.hub.has_subscribers:
@@ -201,8 +205,7 @@ class EventsFeed:
 
     def start(self) -> None:
         """Subscribe to processes and profiles (call on the running loop); logs: see below."""
-        for process in self._router.processes.values():
-            self._unsubscribe.append(process.on_state_change(self.publish_model_status))
+        self._unsubscribe.append(self._router.on_process_change(self.publish_model_status))
         self._profiles.observers.append(self._profile_changed)
 
     def _start_forwarders(self) -> None:
@@ -263,7 +266,10 @@ class EventsFeed:
             ("logData", {"source": "proxy", "data": self._history("proxy")}),
             ("logData", {"source": "upstream", "data": self._history("upstream")}),
             ("modelStatus", self.model_status()),
-            ("uiConfig", {"activity": {"session_id": list(self._config.ui.activity.session_id)}}),
+            (
+                "uiConfig",
+                {"activity": {"session_id": list(self._current_config().ui.activity.session_id)}},
+            ),
             ("profileChanged", {"active": self._profiles.active}),
             ("inflight", self._inflight.snapshot_event()),
         ]
@@ -351,7 +357,7 @@ def setup_events(app: web.Application) -> EventsFeed:
     monitors = app.get(LOG_MONITORS)
     logs = {} if monitors is None else {"proxy": monitors.proxy, "upstream": monitors.upstream}
     feed = EventsFeed(
-        app[EVENTS_HUB], state.config, state.router, state.profiles, app[INFLIGHT], logs
+        app[EVENTS_HUB], lambda: state.config, state.router, state.profiles, app[INFLIGHT], logs
     )
     app[EVENTS_FEED] = feed
 

@@ -24,8 +24,23 @@ async def handle_running(request: web.Request) -> web.Response:
     """``{"running": [...]}`` for every local process that is not stopped, sorted by model."""
     state = request.app[SERVER_STATE]
     running: list[dict[str, Any]] = []
+    processes = state.router.processes
     for model_id, process_state in sorted(state.router.running_models().items()):
-        model = state.config.models[model_id]
+        model = state.config.models.get(model_id)
+        if model is None:  # removed by a config reload, finishing its last requests
+            spec = processes[model_id].spec
+            running.append(
+                {
+                    "model": model_id,
+                    "state": process_state,
+                    "cmd": spec.cmd,
+                    "proxy": spec.proxy,
+                    "ttl": int(spec.ttl),
+                    "name": "",
+                    "description": "",
+                }
+            )
+            continue
         running.append(
             {
                 "model": model_id,

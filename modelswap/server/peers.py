@@ -95,6 +95,11 @@ class PeerRouter:
     def routes(self) -> Mapping[str, PeerRoute]:
         return self._routes
 
+    def reconfigure(self, peers: Mapping[str, PeerConfig]) -> None:
+        """A config reload: route new requests by ``peers``; requests in flight go on."""
+        self._peers = dict(peers)
+        self._routes = build_peer_routes(peers)
+
     def handles(self, name: str) -> bool:
         return name in self._routes
 

@@ -76,6 +76,20 @@ class ProfileState:
     def active(self) -> str | None:
         return self._active
 
+    def reconfigure(self, profiles: Mapping[str, ProfileConfig]) -> None:
+        """A config reload: the active profile stays active if it still exists.
+
+        Its pins are read from the new definition (observers are told when they
+        differ); a profile that is gone is deactivated, as by any switch.
+        """
+        before = self.pins
+        self._profiles = dict(profiles)
+        if self._active is not None and self._active not in self._profiles:
+            self.set_active(None)
+        elif self._active is not None and self.pins != before:
+            for observer in self.observers:  # same profile, new pins: a change all the same
+                observer(self._active)
+
     @property
     def pins(self) -> Mapping[str, str]:
         """The active profile's pins (empty when none is active)."""

@@ -10,6 +10,7 @@ whole HTTP surface can be read on one screen:
 * :mod:`~modelswap.server.passthrough` — ``/upstream``, ``/comfyui``;
 * :mod:`~modelswap.server.timeline_api`, :mod:`~modelswap.server.processes_api`
   — ``/api/timeline``, ``/api/processes`` (modelswap only, see docs/api.md);
+* :mod:`~modelswap.server.reload` — ``POST /api/config/reload`` (modelswap only);
 * :mod:`~modelswap.server.ui_static` — ``/ui``, ``/ui/…``, ``/favicon.ico``;
 * :mod:`~modelswap.ollama.routes` — Ollama's API under ``/ollama`` (and, when
   configured, on a listener of its own: :mod:`~modelswap.ollama.listener`).
@@ -34,6 +35,7 @@ from modelswap.server.management import add_management_routes
 from modelswap.server.metrics_routes import add_metrics_routes
 from modelswap.server.passthrough import add_passthrough_routes
 from modelswap.server.processes_api import add_processes_routes
+from modelswap.server.reload import add_reload_routes
 from modelswap.server.timeline_api import add_timeline_routes
 from modelswap.server.ui_static import add_ui_routes
 
@@ -43,7 +45,7 @@ def add_routes(app: web.Application, state: ServerState) -> None:
     router = state.router
     add_admin_routes(
         app,
-        state.config,
+        lambda: state.config,
         is_loaded=lambda model_id: model_id in router.running_models(),
         active_pins=lambda: state.profiles.pins,
     )
@@ -56,5 +58,6 @@ def add_routes(app: web.Application, state: ServerState) -> None:
     add_log_routes(app)
     add_timeline_routes(app)
     add_processes_routes(app)
+    add_reload_routes(app)
     add_ui_routes(app)
     add_ollama_api(app, state.config)

@@ -71,6 +71,10 @@ class Selectors:
         held = {sid: sum(c.values()) for sid, c in self._reservations.items() if sum(c.values())}
         return f"<Selectors {len(self._config.selectors)} reserved={held}>"
 
+    def reconfigure(self, config: Config) -> None:
+        """A config reload: choose by the new selectors; held reservations stay counted."""
+        self._config = config
+
     def is_selector(self, name: str) -> bool:
         return name in self._config.selectors
 

@@ -62,7 +62,8 @@ def attach_timeline(timeline: Timeline, router: LocalRouter) -> Callable[[], Non
     now = time.time()
     for model, process in processes.items():
         timeline.state_changed(model, process.state.value, now)
-    detach = [process.on_state_change(timeline.on_state_change) for process in processes.values()]
+    # The router's listener follows a model across a config reload that replaces its process.
+    detach = [router.on_process_change(timeline.on_state_change)]
     detach.append(router.subscribe_facts(timeline.on_fact))
 
     def detach_all() -> None:

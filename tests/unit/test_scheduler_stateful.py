@@ -4,7 +4,8 @@ A fake runtime applies every decision to a simulated process view and keeps its
 own books (who is pending, who is serving, which swaps and stops are
 outstanding); random rules post arrivals, cancels, swap completions (success,
 failure, stale, any order), serve dones, undelivered grants, unloads, stop
-completions, outside stops/crashes, ticks and shutdown. After every step the
+completions, outside stops/crashes, ticks, config reloads (``Reconfigured``,
+``ModelRetired``) and shutdown. After every step the
 scheduler's statistics must agree with those books and the invariants of design
 rule 4 hold.
 """
@@ -68,6 +69,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.admitted: set[int] = set()
         self.gone: set[int] = set()  # arrived with client_gone
         self.shut_down = False
+        self.retiring: set[str] = set()  # RetireModel emitted, ModelRetired not posted
 
     @initialize(
         policy=_policies(),
@@ -92,6 +94,7 @@ class SchedulerMachine(RuleBasedStateMachine):
             max_wait=max_wait,
             min_residency=min_residency,
         )
+        self.settings = {"max_wait": max_wait, "min_residency": min_residency}
 
     # --- the fake runtime ------------------------------------------------------------
 
@@ -115,6 +118,7 @@ class SchedulerMachine(RuleBasedStateMachine):
                 live = [s for i, s in self.swaps.items() if i not in self.cancelled_swaps]
                 assert not any(model in s.evict for s in live), f"serving an evictee: {x}"
                 assert not any(model in ms for ms in self.unloading.values()), x
+                assert model not in self.retiring, f"served by a retiring process: {x}"
                 self.resolve(rid)
                 self.serving.add(rid)
             case d.GrantError(rid):
@@ -125,6 +129,7 @@ class SchedulerMachine(RuleBasedStateMachine):
                 assert model not in evict
                 frozen = {m for ms in self.unloading.values() for m in ms}
                 assert model not in frozen and not frozen.intersection(evict), x
+                assert model not in self.retiring and not self.retiring.intersection(evict), x
                 assert swap_id not in self.swaps and swap_id not in self.cancelled_swaps
                 self.swaps[swap_id] = x
                 # Evictees keep their (stale) state until the swap reports: the
@@ -147,6 +152,12 @@ class SchedulerMachine(RuleBasedStateMachine):
                 self.unloading.pop(op_id, None)
             case d.Positions(positions):
                 assert all(rid in self.pending for rid in positions)
+            case d.RetireModel(model):
+                assert model not in self.retiring, f"retired twice: {x}"
+                assert model not in {self.model_of[r] for r in self.serving}, x
+                live = [s for i, s in self.swaps.items() if i not in self.cancelled_swaps]
+                assert not any(model == s.model or model in s.evict for s in live), x
+                self.retiring.add(model)
 
     def resolve(self, rid: int) -> None:
         assert rid in self.pending, f"request {rid} resolved but not pending"
@@ -237,6 +248,46 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.now += dt
         self.post(e.Tick(self.now))
 
+    @rule(
+        policy=_policies(),
+        kept=st.sets(st.sampled_from(MODELS)),
+        replaced=st.sets(st.sampled_from(MODELS)),
+        priority=st.fixed_dictionaries({m: st.integers(-1, 2) for m in MODELS}),
+        limit=st.integers(0, 4),
+    )
+    def reload(
+        self,
+        policy: FakePolicy,
+        kept: set[str],
+        replaced: set[str],
+        priority: dict[str, int],
+        limit: int,
+    ) -> None:
+        """A config reload: some models removed, some replaced, new rules for all."""
+        removed = set(self.s.models) - kept
+        event = e.Reconfigured(
+            frozenset(kept),
+            policy,
+            self.now,
+            limits=dict.fromkeys(kept, limit),
+            priority={m: p for m, p in priority.items() if m in kept},
+            replace=frozenset(removed | (replaced & kept & set(self.s.models))),
+            **self.settings,
+        )
+        queued_removed = {rid for rid, model in self.s.statistics().queue if model not in kept}
+        out = self.post(event)
+        failed = {x.request_id for x in out if isinstance(x, d.GrantError)}
+        assert failed == queued_removed or self.shut_down
+
+    @precondition(lambda self: bool(self.retiring))
+    @rule(data=st.data())
+    def retired(self, data: st.DataObject) -> None:
+        model = data.draw(st.sampled_from(sorted(self.retiring)))
+        self.retiring.discard(model)
+        if self.view[model] != "shutdown":
+            self.view[model] = "stopped"
+        self.post(e.ModelRetired(model, self.now))
+
     @rule()
     def shutdown(self) -> None:
         op_id = self.next_id
@@ -284,7 +335,10 @@ class SchedulerMachine(RuleBasedStateMachine):
         if st_.shutting_down:
             assert st_.queue == () and st_.swaps == ()
         elif not st_.swaps and not st_.unloading and not st_.in_flight:
-            assert st_.queue == (), st_
+            # Every model a reload replaced has been told to retire by now.
+            assert set(st_.retiring) == self.retiring, (st_, self.retiring)
+            if not st_.retiring:
+                assert st_.queue == (), st_
 
     def teardown(self) -> None:
         if not hasattr(self, "s"):
