@@ -27,7 +27,6 @@ import logging
 import time
 from dataclasses import dataclass
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -36,6 +35,7 @@ from modelswap.ollama.request import UpstreamCall
 from modelswap.ollama.stream import SSEDecoder, StreamTranslator, ndjson
 from modelswap.server.access_log import add_body_bytes, remember_response
 from modelswap.server.context import SERVER_STATE
+from modelswap.server.fast_upstream import UpstreamResponse
 from modelswap.server.proxy import UPSTREAM_ERRORS, Target, UpstreamUnreachableError, describe
 from modelswap.server.recording import Observation, observation
 
@@ -113,7 +113,7 @@ class Translation:
     async def _stream(
         self,
         request: web.Request,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse,
         target: Target,
         headers: CIMultiDict[str],
         seen: Observation | None,
@@ -178,7 +178,7 @@ async def _write(response: web.StreamResponse, data: bytes) -> bool:
 
 
 async def _read_whole(
-    upstream: aiohttp.ClientResponse, target: Target, seen: Observation | None
+    upstream: UpstreamResponse, target: Target, seen: Observation | None
 ) -> bytes:
     """The whole upstream body (bounded); a failure before its end is a 502."""
     length = upstream.content_length
