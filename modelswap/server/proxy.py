@@ -477,11 +477,14 @@ def describe(error: BaseException) -> str:
 UPSTREAM_CLIENT: web.AppKey[UpstreamClient] = web.AppKey("upstream_client", UpstreamClient)
 
 
-def setup_upstream_client(app: web.Application) -> None:
-    """Create ``app[UPSTREAM_CLIENT]`` on startup and close it on cleanup."""
+def setup_upstream_client(app: web.Application, *, fast: bool = True) -> None:
+    """Create ``app[UPSTREAM_CLIENT]`` on startup and close it on cleanup.
+
+    ``fast=False`` sends everything through aiohttp's client (tests run both).
+    """
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        client = UpstreamClient()
+        client = UpstreamClient(fast=fast)
         app[UPSTREAM_CLIENT] = client
         yield
         await client.close()

@@ -60,7 +60,9 @@ class Harness:
         return self.records
 
 
-def build_app(config: Config, *, max_body: int = MAX_BODY_BYTES) -> tuple[web.Application, Harness]:
+def build_app(
+    config: Config, *, max_body: int = MAX_BODY_BYTES, fast: bool = True
+) -> tuple[web.Application, Harness]:
     access = AccessLog()
     app = web.Application(
         middlewares=[
@@ -70,7 +72,7 @@ def build_app(config: Config, *, max_body: int = MAX_BODY_BYTES) -> tuple[web.Ap
             error_middleware,
         ]
     )
-    setup_upstream_client(app)
+    setup_upstream_client(app, fast=fast)
     harness = Harness(url="", app=app)
     access.observers.append(harness.record)
 
@@ -122,10 +124,13 @@ def build_app(config: Config, *, max_body: int = MAX_BODY_BYTES) -> tuple[web.Ap
 
 @asynccontextmanager
 async def running_proxy(
-    config: Config, *, max_body: int = MAX_BODY_BYTES
+    config: Config, *, max_body: int = MAX_BODY_BYTES, fast: bool = True
 ) -> AsyncIterator[Harness]:
-    """Serve the harness app on a free loopback port until the block exits."""
-    app, harness = build_app(config, max_body=max_body)
+    """Serve the harness app on a free loopback port until the block exits.
+
+    ``fast=False``: upstream requests through aiohttp's client only.
+    """
+    app, harness = build_app(config, max_body=max_body, fast=fast)
     async with serving(app) as url:
         harness.url = url
         yield harness

@@ -22,6 +22,7 @@ import openai
 import pytest
 
 from modelswap.config import Config, load_config_text
+from modelswap.server.proxy import UPSTREAM_CLIENT
 from modelswap.testing.fake_process import FakeUpstreamProcess, free_port, read_events, wait_event
 from tests.integration.proxy_harness import Harness, running_proxy, serving
 from tests.integration.ws_echo import build_echo_app
@@ -98,9 +99,18 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
+@pytest.fixture(params=[True, False], ids=["lean-client", "aiohttp-client"])
+def lean(request: pytest.FixtureRequest) -> bool:
+    """Both upstream clients behind ``UpstreamClient.open()`` carry the same behaviours."""
+    return bool(request.param)
+
+
 @pytest.fixture
-async def proxy(fast: FakeUpstreamProcess, paced: FakeUpstreamProcess) -> AsyncIterator[Harness]:
-    async with running_proxy(make_config(fast, paced=paced)) as harness:
+async def proxy(
+    fast: FakeUpstreamProcess, paced: FakeUpstreamProcess, lean: bool
+) -> AsyncIterator[Harness]:
+    async with running_proxy(make_config(fast, paced=paced), fast=lean) as harness:
+        assert (harness.app[UPSTREAM_CLIENT]._fast is not None) is lean
         yield harness
 
 
@@ -179,8 +189,10 @@ async def test_get_query_is_forwarded(proxy: Harness, http: aiohttp.ClientSessio
     assert body["query"] == {"model": "fast", "autoload": "true"}
 
 
-async def test_error_envelopes(fast: FakeUpstreamProcess, http: aiohttp.ClientSession) -> None:
-    async with running_proxy(make_config(fast), max_body=1000) as proxy:
+async def test_error_envelopes(
+    fast: FakeUpstreamProcess, http: aiohttp.ClientSession, lean: bool
+) -> None:
+    async with running_proxy(make_config(fast), max_body=1000, fast=lean) as proxy:
         async with http.post(f"{proxy.url}/v1/chat/completions", json=chat("dead")) as r:
             assert r.status == 502
             error = (await r.json())["error"]
@@ -209,7 +221,9 @@ async def test_error_envelopes(fast: FakeUpstreamProcess, http: aiohttp.ClientSe
 
 
 async def test_response_header_timeout_is_502(
-    fast: FakeUpstreamProcess, http: aiohttp.ClientSession
+    fast: FakeUpstreamProcess,
+    http: aiohttp.ClientSession,
+    lean: bool,
 ) -> None:
     async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(1 << 16)
@@ -219,7 +233,7 @@ async def test_response_header_timeout_is_502(
     port = server.sockets[0].getsockname()[1]
     try:
         async with (
-            running_proxy(make_config(fast, hang_port=port)) as proxy,
+            running_proxy(make_config(fast, hang_port=port), fast=lean) as proxy,
             http.post(f"{proxy.url}/v1/chat/completions", json=chat("hang")) as r,
         ):
             assert r.status == 502
@@ -256,9 +270,10 @@ async def test_client_disconnect_aborts_upstream_within_1s(
     long_stream: FakeUpstreamProcess,
     http: aiohttp.ClientSession,
     record_property: Any,
+    lean: bool,
 ) -> None:
     assert long_stream.event_log is not None
-    async with running_proxy(make_config(fast, long=long_stream)) as proxy:
+    async with running_proxy(make_config(fast, long=long_stream), fast=lean) as proxy:
         url = f"{proxy.url}/v1/chat/completions"
         response = await http.post(url, json=chat("long", stream=True))
         assert b"data: " in await response.content.readany()
@@ -280,8 +295,9 @@ async def test_s88_128_upstream_crash_mid_stream_ends_cleanly(
     long_stream: FakeUpstreamProcess,
     http: aiohttp.ClientSession,
     caplog: pytest.LogCaptureFixture,
+    lean: bool,
 ) -> None:
-    async with running_proxy(make_config(fast, long=long_stream)) as proxy:
+    async with running_proxy(make_config(fast, long=long_stream), fast=lean) as proxy:
         url = f"{proxy.url}/v1/chat/completions"
         with caplog.at_level(logging.WARNING, logger="modelswap.server.proxy"):
             async with http.post(url, json=chat("long", stream=True)) as r:
@@ -373,7 +389,9 @@ async def test_anthropic_sdk_messages(proxy: Harness) -> None:
 
 
 async def test_posts_survive_an_upstream_that_closes_kept_alive_connections(
-    tmp_path: Path, http: aiohttp.ClientSession
+    tmp_path: Path,
+    http: aiohttp.ClientSession,
+    lean: bool,
 ) -> None:
     """Back-to-back POSTs reuse the pooled connection the upstream just closed.
 
@@ -383,7 +401,7 @@ async def test_posts_survive_an_upstream_that_closes_kept_alive_connections(
     with FakeUpstreamProcess(
         "closer", event_log=tmp_path / "closer.jsonl", close_after_response=True
     ) as closer:
-        async with running_proxy(make_config(closer)) as harness:
+        async with running_proxy(make_config(closer), fast=lean) as harness:
             statuses = []
             for index in range(10):
                 body = chat("fast", stream=index % 2 == 0)
