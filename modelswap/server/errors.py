@@ -69,7 +69,9 @@ def error_response(
 ) -> web.Response:
     """Build the error body in the format the client's ``Accept`` header prefers."""
     ollama_prefixes = request.app.get(OLLAMA_ERROR_PREFIXES)
-    if isinstance(ollama_prefixes, tuple) and request.path.startswith(ollama_prefixes):
+    if isinstance(ollama_prefixes, tuple) and (
+        request.path.startswith(ollama_prefixes) or request.path + "/" in ollama_prefixes
+    ):  # ``/ollama`` itself too: a client with ``host=…/ollama`` asks for it
         return web.json_response({"error": message}, status=status, headers=headers)
     accept = "" if force_json else request.headers.get("Accept", "")
     if "text/plain" in accept:
