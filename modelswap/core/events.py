@@ -22,12 +22,14 @@ the largest ``now`` it has seen, so a slightly out-of-order reading is harmless.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TypeAlias
 
 __all__ = [
     "Cancelled",
     "Event",
+    "FootprintMeasured",
     "GrantUndelivered",
     "RequestArrived",
     "ServeDone",
@@ -140,6 +142,21 @@ class Tick:
     now: float
 
 
+@dataclass(frozen=True, slots=True)
+class FootprintMeasured:
+    """``model`` was measured to use ``sizes`` (resource name → bytes).
+
+    Sent once a model is ready (and again as it grows), and at startup for
+    footprints remembered from an earlier run. The memory policy then uses the
+    larger of declared and measured; a smaller later reading replaces a larger
+    earlier one. Without a memory policy it is only remembered.
+    """
+
+    model: str
+    sizes: Mapping[str, int] = field(hash=False)
+    now: float | None = None
+
+
 Event: TypeAlias = (
     RequestArrived
     | Cancelled
@@ -150,4 +167,5 @@ Event: TypeAlias = (
     | StopsDone
     | ShutdownRequested
     | Tick
+    | FootprintMeasured
 )

@@ -65,6 +65,7 @@ from typing import Literal
 from modelswap.core import decisions as d
 from modelswap.core import events as e
 from modelswap.core.ledger import Ledger
+from modelswap.core.memory import MemoryPolicy, MemoryState, Sizes
 from modelswap.core.policy import EvictionPolicy
 from modelswap.core.queue import RequestQueue
 
@@ -121,6 +122,9 @@ class SchedulerStats:
     reservations: Mapping[str, int]
     shutting_down: bool
     now: float
+    footprints: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    """Per model that was measured or declares a size: bytes per resource the memory
+    policy counts (max of declared and measured; measured as-is without a policy)."""
 
 
 class FifoScheduler:
@@ -130,7 +134,9 @@ class FifoScheduler:
     concurrency limits (≤ 0 or missing: ``default_limit``); ``priority`` their
     FIFO priorities (missing: 0). ``max_wait`` > 0 turns on the starvation bound
     and ``min_residency`` protects a freshly loaded model from it (seconds).
-    ``router_name`` (``group``/``matrix``) prefixes error texts.
+    ``router_name`` (``group``/``matrix``) prefixes error texts. ``memory``, if
+    given, is applied on top of ``policy``: a start must satisfy both (§ memory
+    in docs/configuration.md).
     """
 
     def __init__(
@@ -144,6 +150,7 @@ class FifoScheduler:
         max_wait: float = 0.0,
         min_residency: float = 0.0,
         router_name: str = "group",
+        memory: MemoryPolicy | None = None,
     ) -> None:
         self._models = frozenset(models)
         for what, mapping in (("priority", priority or {}), ("limit", limits or {})):
@@ -153,6 +160,9 @@ class FifoScheduler:
         if max_wait < 0 or min_residency < 0:
             raise ValueError("max_wait and min_residency must be >= 0")
         self._policy = policy
+        self._memory = memory
+        self._last_used: dict[str, float] = {}
+        self._measured: dict[str, Sizes] = {}
         self._limits = {m: n for m, n in (limits or {}).items() if n > 0}
         self._default_limit = default_limit if default_limit > 0 else DEFAULT_LIMIT
         self._priority = dict(priority or {})
@@ -199,6 +209,11 @@ class FifoScheduler:
             case e.Tick():
                 self._advance(event.now)
                 self._drain()
+            case e.FootprintMeasured():
+                if event.now is not None:
+                    self._advance(event.now)
+                self._measured[event.model] = dict(event.sizes)
+                self._drain()
         after = self._queue.positions()
         changed = {rid: pos for rid, pos in after.items() if before.get(rid) != pos}
         if changed:
@@ -219,6 +234,7 @@ class FifoScheduler:
             reservations=self._ledger.reservations,
             shutting_down=self._shutdown_op is not None,
             now=self._now,
+            footprints=self._footprints(),
         )
 
     @property
@@ -229,6 +245,11 @@ class FifoScheduler:
     def handles(self, model: str) -> bool:
         """Whether ``model`` is served here (§3.14); preload skips models that are not."""
         return model in self._models
+
+    @property
+    def memory(self) -> MemoryPolicy | None:
+        """The memory policy applied on top of the eviction policy, if configured."""
+        return self._memory
 
     @property
     def max_wait(self) -> float:
@@ -306,6 +327,7 @@ class FifoScheduler:
             self._diagnose(f"serve done for request {request_id}, which is not being served")
             return
         del self._requests[request_id]
+        self._last_used[req.model] = self._now
         self._diagnose(self._ledger.stop_serving(req.model))
         self._diagnose(self._ledger.release(req.model))
         if self._ledger.in_flight(req.model) == 0:
@@ -320,6 +342,7 @@ class FifoScheduler:
         del self._swap_of[swap.target]
         if ev.error is None:
             self._ready_since[swap.target] = self._now
+            self._last_used[swap.target] = self._now
         for rid in swap.waiters:
             req = self._requests[rid]
             if ev.error is None:
@@ -407,7 +430,7 @@ class FifoScheduler:
             req.stage, req.swap_id = "waiting", swap_id
             return True
         running = self._running_for(model)
-        evict = tuple(m for m in self._policy.eviction_for(model, running) if m != model)
+        evict = self._eviction(model, running)
         if not evict and self._state(model) == "ready" and not self._being_evicted(model):
             if self._starvation_blocks(model):
                 return False
@@ -419,6 +442,28 @@ class FifoScheduler:
             return False  # never stop a model that is serving
         self._start_swap(req, evict, running)
         return True
+
+    def _eviction(self, target: str, running: tuple[str, ...]) -> tuple[str, ...]:
+        """What the policy evicts, plus what the memory policy needs on top, in running order."""
+        evict = tuple(m for m in self._policy.eviction_for(target, running) if m != target)
+        if self._memory is None:
+            return evict
+        state = MemoryState(
+            self._now,
+            frozenset(m for m in running if self._ledger.in_flight(m) > 0),
+            self._last_used,
+            self._measured,
+        )
+        more = set(self._memory.eviction_for(target, running, state, evict))
+        if not more:
+            return evict
+        return tuple(m for m in running if m in more or m in evict)
+
+    def _footprints(self) -> dict[str, dict[str, int]]:
+        if self._memory is None:
+            return {m: dict(sizes) for m, sizes in sorted(self._measured.items())}
+        known = sorted(set(self._memory.spec.declared) | set(self._measured))
+        return {m: self._memory.footprint(m, self._measured) for m in known}
 
     def _drain(self) -> None:
         """Re-run the tree over the queue in order against current state (§3.7)."""
@@ -434,6 +479,11 @@ class FifoScheduler:
         self._swap_of[req.model] = swap_id
         req.stage, req.swap_id = "waiting", swap_id
         described = self._policy.describe_swap(req.model, running)
+        if self._memory is not None and described is None:
+            own = set(self._policy.eviction_for(req.model, running))
+            extra = [m for m in evict if m not in own]
+            line = self._memory.describe(req.model, extra, self._measured)
+            described = None if line is None else ("info", line)
         if described is None:
             self._out.append(d.StartSwap(swap_id, req.model, evict))
         else:
@@ -495,12 +545,13 @@ class FifoScheduler:
         since = self._ready_since.get(model)
         if since is not None and self._now - since < self._min_residency:
             return False
-        return model in self._policy.eviction_for(anchor.model, self._running_for(anchor.model))
+        return model in self._eviction(anchor.model, self._running_for(anchor.model))
 
     # --- grants and bookkeeping -----------------------------------------------------------
 
     def _grant_serve(self, req: _Request) -> None:
         req.stage, req.swap_id = "serving", None
+        self._last_used[req.model] = self._now
         self._ledger.start_serving(req.model)
         self._out.append(d.GrantServe(req.request_id, req.model, str(self.priority(req.model))))
 
