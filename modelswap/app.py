@@ -29,6 +29,7 @@ from modelswap.observability.captures import CAPTURES, CaptureRing
 from modelswap.observability.events_hub import EVENTS_HUB, EventsHub
 from modelswap.observability.inflight import INFLIGHT, InflightTracker
 from modelswap.observability.log_monitors import setup_log_monitors
+from modelswap.process.memory_source import MemorySourceOpener, open_memory_source
 from modelswap.router.build import build_router
 from modelswap.router.runtime import LocalRouter
 from modelswap.server.access_log import AccessLog
@@ -38,6 +39,7 @@ from modelswap.server.context import SERVER_STATE, ServerState, setup_peers
 from modelswap.server.cors import cors_middleware
 from modelswap.server.errors import error_middleware
 from modelswap.server.events import setup_events
+from modelswap.server.footprints_setup import setup_footprints
 from modelswap.server.inference import OBSERVED_INFERENCE_PATHS
 from modelswap.server.metrics_routes import setup_metrics
 from modelswap.server.proxy import setup_upstream_client
@@ -91,10 +93,17 @@ class ServeOptions:
     tls_key_file: str | None = None
 
 
-def build_app(config: Config, *, base_env: Mapping[str, str] | None = None) -> web.Application:
+def build_app(
+    config: Config,
+    *,
+    base_env: Mapping[str, str] | None = None,
+    memory_opener: MemorySourceOpener = open_memory_source,
+) -> web.Application:
     """Assemble the aiohttp application for one config.
 
     ``base_env`` is the environment upstream children inherit (default: ours).
+    ``memory_opener`` gives the memory measurements (psutil + NVML) — only
+    opened when the config declares resources; tests inject a fake.
     """
     access_log = AccessLog()
     app = web.Application(
@@ -118,7 +127,18 @@ def build_app(config: Config, *, base_env: Mapping[str, str] | None = None) -> w
     monitors = setup_log_monitors(app, config)
     # Early cleanup context: the activity store closes after every part that writes to it.
     setup_activity_store(app, config, has_capture=app[CAPTURES].has)
-    router = build_router(config, base_env=base_env, upstream_sink=monitors.upstream.write)
+    memory = memory_opener() if config.routing.memory else None
+    try:
+        router = build_router(
+            config,
+            base_env=base_env,
+            upstream_sink=monitors.upstream.write,
+            detected_resources=memory.detected() if memory is not None else None,
+        )
+    except BaseException:
+        if memory is not None:
+            memory.close()
+        raise
     app[ROUTER_KEY] = router
     setup_metrics(app, config, router)
     budget = ShutdownBudget()
@@ -133,6 +153,8 @@ def build_app(config: Config, *, base_env: Mapping[str, str] | None = None) -> w
     setup_upstream_client(app)
     setup_peers(app, budget.remaining)
     app.cleanup_ctx.append(_router_lifecycle)
+    if memory is not None:
+        setup_footprints(app, router, memory)
     return app
 
 

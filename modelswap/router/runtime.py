@@ -307,6 +307,11 @@ class LocalRouter:
         task.add_done_callback(self._preloads.discard)
         return task
 
+    def report_footprint(self, model_id: str, sizes: Mapping[str, int]) -> None:
+        """``model_id`` was measured to use ``sizes`` (memory policy input; see core/memory.py)."""
+        if model_id in self._processes:
+            self._post(e.FootprintMeasured(model_id, dict(sizes), self._clock()))
+
     # --- unload and shutdown ----------------------------------------------------------------
 
     async def unload(self, models: Sequence[str] | None = None, timeout: float = 0) -> None:

@@ -24,19 +24,21 @@ async def handle_running(request: web.Request) -> web.Response:
     """``{"running": [...]}`` for every local process that is not stopped, sorted by model."""
     state = request.app[SERVER_STATE]
     running: list[dict[str, Any]] = []
+    footprints = state.router.statistics().scheduler.footprints
     for model_id, process_state in sorted(state.router.running_models().items()):
         model = state.config.models[model_id]
-        running.append(
-            {
-                "model": model_id,
-                "state": process_state,
-                "cmd": model.cmd,
-                "proxy": model.proxy,
-                "ttl": model.ttl,
-                "name": model.name,
-                "description": model.description,
-            }
-        )
+        item: dict[str, Any] = {
+            "model": model_id,
+            "state": process_state,
+            "cmd": model.cmd,
+            "proxy": model.proxy,
+            "ttl": model.ttl,
+            "name": model.name,
+            "description": model.description,
+        }
+        if model_id in footprints:  # memory routing: bytes per resource the policy counts
+            item["footprint"] = dict(footprints[model_id])
+        running.append(item)
     return web.json_response({"running": running})
 
 
