@@ -21,7 +21,14 @@ It compares
   an in-flight swap, no serving of same-model requests side by side: each
   request gets its own turn (and its own swap when its model is not loaded).
 
-Run: ``python bench/churn_sim.py [--seed 1] [--duration 7200] ...``
+Traces (:func:`named_trace`): ``hot`` (95 % to one model: the starvation
+case), ``uniform`` (4 models equally, near capacity: everybody queues, nobody
+starves), ``70/30`` (two models) and ``bursts`` (agents asking A B C A B C,
+each step after the previous answer). ``slots`` models an upstream that
+serves N requests at once while the rest wait inside it.
+
+Run: ``python bench/churn_sim.py [--seed 1] [--duration 7200] ...``; the
+BENCHMARKS.md table: ``python bench/churn_sim.py --compare 5``.
 """
 
 from __future__ import annotations
@@ -162,7 +169,7 @@ def named_trace(name: str, seed: int, duration: float) -> list[Request]:
     if name == "hot":
         return make_trace(seed, duration, 1.0, 0.95, 3.0)
     if name == "uniform":
-        return make_weighted_trace(seed, duration, 0.5, dict.fromkeys(MODELS, 1.0), 3.0)
+        return make_weighted_trace(seed, duration, 1.0, dict.fromkeys(MODELS, 1.0), 3.0)
     if name == "70/30":
         return make_weighted_trace(seed, duration, 1.0, {"hot": 0.7, "cold1": 0.3}, 3.0)
     if name == "bursts":
@@ -321,6 +328,42 @@ def simulate_serial(trace: list[Request], load_time: float) -> Result:
     return Result("naive one-at-a-time", swaps, waits, cold, 0)
 
 
+def compare(
+    seeds: int, duration: float, max_wait: float, slot_options: tuple[int, ...] = (0, 4)
+) -> list[str]:
+    """Markdown rows: every trace x upstream slots, ``maxWait`` off vs on, summed over seeds.
+
+    Swaps are totals over the seeds; the max wait is the range of each seed's worst wait.
+    """
+    rows = [
+        f"| trace | slots | swaps, off | swaps, maxWait {max_wait:g} | change | "
+        "max wait, off | max wait, on |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for trace_name in TRACES:
+        for slots in slot_options:
+            off_swaps = on_swaps = 0
+            off_max: list[float] = []
+            on_max: list[float] = []
+            for seed in range(1, seeds + 1):
+                trace = named_trace(trace_name, seed, duration)
+                off = simulate(trace, 1.0, 0.0, 0.0, "off", slots=slots)
+                on = simulate(trace, 1.0, max_wait, max_wait / 3, "on", slots=slots)
+                off_swaps += off.swaps
+                on_swaps += on.swaps
+                off_max.append(max(off.waits))
+                on_max.append(max(on.waits))
+            change = (on_swaps / off_swaps - 1.0) * 100.0 if off_swaps else 0.0
+            row = (
+                f"| {trace_name} | {slots or 'unlimited'} | {off_swaps} | {on_swaps} | "
+                f"{change:+.1f} % | {min(off_max):.0f}–{max(off_max):.0f} s | "
+                f"{min(on_max):.0f}–{max(on_max):.0f} s |"
+            )
+            rows.append(row)
+            print(row, flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1)
@@ -331,7 +374,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load-time", type=float, default=1.0, help="swap time, s")
     parser.add_argument("--max-wait", type=float, default=30.0)
     parser.add_argument("--min-residency", type=float, default=0.0)
+    parser.add_argument(
+        "--compare",
+        type=int,
+        metavar="SEEDS",
+        default=0,
+        help="print the markdown table of every trace (hot, uniform, 70/30, bursts) with and "
+        "without upstream slots, maxWait off vs --max-wait, over seeds 1..SEEDS",
+    )
     args = parser.parse_args(argv)
+    if args.compare:
+        compare(args.compare, args.duration, args.max_wait)
+        return 0
     trace = make_trace(args.seed, args.duration, args.rate, args.hot_share, args.service)
     print(
         f"{len(trace)} requests over {args.duration:.0f}s, {args.hot_share:.0%} for 'hot', "

@@ -525,11 +525,17 @@ class FifoScheduler:
         """Whether a fast path to ready ``model`` must yield to a starving request.
 
         Off unless ``max_wait`` > 0. The anchor is the queued request that has
-        waited longest; once that exceeds ``max_wait``, a model its swap would
-        evict stops taking new work (the new requests queue behind it), so its
-        in-flight count drains and the swap can start. A model ready for less
-        than ``min_residency`` is exempt, so two starving models cannot make each
-        other thrash. llama-swap has no bound at all (§9 #1).
+        waited longest. Once it has waited more than ``max_wait`` *on this
+        model* — counted from when the anchor arrived or the model became
+        ready, whichever is later — a model its swap would evict stops taking
+        new work (the new requests queue behind it), so its in-flight count
+        drains and the swap can start. Counting from the evictee's readiness is
+        what makes the bound cost nothing where nobody starves: under a uniform
+        load a long wait is a sum of many short residencies (every model gets
+        its turn, none needs forcing), while a starving request waits on one
+        model that never lets go (bench/churn_sim.py; BENCHMARKS.md). A model
+        ready for less than ``min_residency`` is exempt, so two starving models
+        cannot make each other thrash. llama-swap has no bound at all (§9 #1).
         """
         if self._max_wait <= 0:
             return False
@@ -540,9 +546,9 @@ class FifoScheduler:
                 anchor = req
         if anchor is None or anchor.model == model:
             return False
-        if self._now - anchor.arrived <= self._max_wait:
-            return False
         since = self._ready_since.get(model)
+        if self._now - max(anchor.arrived, since or anchor.arrived) <= self._max_wait:
+            return False
         if since is not None and self._now - since < self._min_residency:
             return False
         return model in self._eviction(anchor.model, self._running_for(anchor.model))

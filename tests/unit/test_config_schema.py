@@ -422,6 +422,8 @@ NOT_IN_EXAMPLE = {
     ("FifoSettings", "maxWait"),
     ("FifoSettings", "minResidency"),
     ("ModelConfig", "retryOnCrash"),
+    ("ModelConfig", "resources"),  # modelswap extension: memory-aware eviction
+    ("RoutingSection", "resources"),
 }
 
 
