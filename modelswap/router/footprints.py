@@ -92,6 +92,7 @@ class FootprintWatcher:
             return None
         self.measured += 1
         self._router.report_footprint(model_id, sizes)
+        await self._router.wait_idle()  # listeners read the router: it must know already
         for listener in list(self._listeners):
             try:
                 listener(model_id, sizes)
