@@ -23,10 +23,15 @@ from modelswap.core import events as e
 from modelswap.core.groups import GroupPolicy, GroupSpec
 from modelswap.core.matrix import compile_matrix
 from modelswap.core.matrix_policy import MatrixPolicy
+from modelswap.core.memory import MemoryPolicy, MemorySpec
 from modelswap.core.scheduler import FifoScheduler
 from tests.unit.scheduler_harness import FakePolicy
 
 MODELS = ("a", "b", "c", "d")
+MEMORY = MemoryPolicy(
+    MemorySpec(budget={"vram": 20}, declared={m: {"vram": 8} for m in MODELS}, evict_cost={"a": 3})
+)
+"""Two of the four fit at once (a third, or a measured-bigger one, must evict)."""
 
 
 def _policies() -> st.SearchStrategy[object]:
@@ -75,6 +80,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         priority=st.fixed_dictionaries({m: st.integers(-1, 2) for m in MODELS}),
         max_wait=st.sampled_from([0.0, 5.0]),
         min_residency=st.sampled_from([0.0, 3.0]),
+        memory=st.sampled_from([None, MEMORY]),
     )
     def setup(
         self,
@@ -83,6 +89,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         priority: dict[str, int],
         max_wait: float,
         min_residency: float,
+        memory: MemoryPolicy | None,
     ) -> None:
         self.s = FifoScheduler(
             MODELS,
@@ -91,6 +98,7 @@ class SchedulerMachine(RuleBasedStateMachine):
             priority=priority,
             max_wait=max_wait,
             min_residency=min_residency,
+            memory=memory,
         )
 
     # --- the fake runtime ------------------------------------------------------------
@@ -231,6 +239,11 @@ class SchedulerMachine(RuleBasedStateMachine):
         idle = model not in {self.model_of[r] for r in self.serving}
         if self.view[model] == "ready" and (crash or idle):
             self.view[model] = "stopped"
+
+    @rule(model=st.sampled_from(MODELS), vram=st.sampled_from([0, 8, 12, 30]))
+    def measured(self, model: str, vram: int) -> None:
+        """A footprint report (memory policy input; without one it is only remembered)."""
+        self.post(e.FootprintMeasured(model, {"vram": vram}, None))
 
     @rule(dt=st.sampled_from([1.0, 10.0]))
     def tick(self, dt: float) -> None:
