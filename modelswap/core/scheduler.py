@@ -68,6 +68,7 @@ from modelswap.core.ledger import Ledger
 from modelswap.core.memory import MemoryPolicy, MemoryState, Sizes
 from modelswap.core.policy import EvictionPolicy
 from modelswap.core.queue import RequestQueue
+from modelswap.core.residency import Residency
 
 __all__ = ["DEFAULT_LIMIT", "FifoScheduler", "ProcessView", "SchedulerStats", "SwapInfo"]
 
@@ -87,6 +88,7 @@ class _Request:
     arrived: float
     stage: Literal["queued", "waiting", "serving"] = "queued"
     swap_id: int | None = None
+    resident_at_arrival: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -177,6 +179,7 @@ class FifoScheduler:
         self._unloads: dict[int, tuple[str, ...]] = {}  # op_id -> models
         self._ledger = Ledger()
         self._ready_since: dict[str, float] = {}
+        self._residency = Residency()
         self._swap_ids = itertools.count(1)
         self._shutdown_op: int | None = None
         self._now = float("-inf")
@@ -190,6 +193,8 @@ class FifoScheduler:
         """Apply one event; return what the runtime must do, in order."""
         self._view = view
         self._out = []
+        if self._max_wait > 0:
+            self._residency.sweep(view, self._now)
         before = self._queue.positions()
         match event:
             case e.RequestArrived():
@@ -294,6 +299,8 @@ class FifoScheduler:
         self._ledger.reserve(model)
         self._out.append(d.Admit(rid))
         req = _Request(rid, model, self._now)
+        if self._max_wait > 0:
+            req.resident_at_arrival = self._residency.snapshot(self._now)
         self._requests[rid] = req
         if not self._route(req):
             self._queue.insert(rid, self.priority(model))
@@ -342,6 +349,7 @@ class FifoScheduler:
         del self._swap_of[swap.target]
         if ev.error is None:
             self._ready_since[swap.target] = self._now
+            self._residency.start(swap.target, self._now)
             self._last_used[swap.target] = self._now
         for rid in swap.waiters:
             req = self._requests[rid]
@@ -379,6 +387,7 @@ class FifoScheduler:
                 self._grant_error(req, 500, message)
         self._out.extend(d.CancelSwap(swap_id) for swap_id in cancelled)
         self._unloads[ev.op_id] = targets
+        self._residency.stop(targets, self._now)
         self._out.append(d.StopModels(ev.op_id, targets, "unload"))
         # Dropping swaps can unblock queued requests for other models right away.
         self._drain()
@@ -475,6 +484,7 @@ class FifoScheduler:
 
     def _start_swap(self, req: _Request, evict: tuple[str, ...], running: Sequence[str]) -> None:
         swap_id = next(self._swap_ids)
+        self._residency.stop(evict, self._now)
         self._swaps[swap_id] = _Swap(swap_id, req.model, evict, [req.request_id])
         self._swap_of[req.model] = swap_id
         req.stage, req.swap_id = "waiting", swap_id
@@ -525,17 +535,16 @@ class FifoScheduler:
         """Whether a fast path to ready ``model`` must yield to a starving request.
 
         Off unless ``max_wait`` > 0. The anchor is the queued request that has
-        waited longest. Once it has waited more than ``max_wait`` *on this
-        model* — counted from when the anchor arrived or the model became
-        ready, whichever is later — a model its swap would evict stops taking
-        new work (the new requests queue behind it), so its in-flight count
-        drains and the swap can start. Counting from the evictee's readiness is
-        what makes the bound cost nothing where nobody starves: under a uniform
-        load a long wait is a sum of many short residencies (every model gets
-        its turn, none needs forcing), while a starving request waits on one
-        model that never lets go (bench/churn_sim.py; BENCHMARKS.md). A model
-        ready for less than ``min_residency`` is exempt, so two starving models
-        cannot make each other thrash. llama-swap has no bound at all (§9 #1).
+        waited longest. Once it has waited more than ``max_wait`` *while this
+        model was resident* (:mod:`.residency`: the time other models held the
+        machine does not count), a model its swap would evict stops taking new
+        work (the new requests queue behind it), so its in-flight count drains
+        and the swap can start. That is what makes the bound cost nothing where
+        nobody starves: under a uniform load a long wait is a sum of many short
+        turns, while a starving request waits on one model that never lets go
+        (bench/churn_sim.py; BENCHMARKS.md). A model ready for less than
+        ``min_residency`` is exempt, so two starving models cannot make each
+        other thrash. llama-swap has no bound at all (§9 #1).
         """
         if self._max_wait <= 0:
             return False
@@ -546,9 +555,12 @@ class FifoScheduler:
                 anchor = req
         if anchor is None or anchor.model == model:
             return False
-        since = self._ready_since.get(model)
-        if self._now - max(anchor.arrived, since or anchor.arrived) <= self._max_wait:
+        if (
+            self._residency.waited_on(model, anchor.resident_at_arrival, self._now)
+            <= self._max_wait
+        ):
             return False
+        since = self._ready_since.get(model)
         if since is not None and self._now - since < self._min_residency:
             return False
         return model in self._eviction(anchor.model, self._running_for(anchor.model))

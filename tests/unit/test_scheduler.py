@@ -740,8 +740,8 @@ def test_starvation_anchor_leaving_releases_blocked_requests() -> None:
 
 
 def test_starvation_clock_starts_when_the_evictee_became_ready() -> None:
-    """A model that became ready after the anchor arrived gets its own maxWait (the rule that
-    costs nothing where nobody starves: a wait made of many short residencies forces nothing)."""
+    """maxWait counts the time the anchor waited while the evictee was resident (the rule that
+    costs nothing where nobody starves: a wait made of many short turns forces nothing)."""
     h = Harness("abc", FakePolicy({"b": {"a", "c"}}), max_wait=30.0)
     h.req(1, "a", now=0.0)
     h.swap_done(1, now=0.0)  # a ready and serving
