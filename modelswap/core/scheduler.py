@@ -489,16 +489,19 @@ class FifoScheduler:
         self._swap_of[req.model] = swap_id
         req.stage, req.swap_id = "waiting", swap_id
         described = self._policy.describe_swap(req.model, running)
-        if self._memory is not None and described is None:
+        extra: list[str] = []
+        if self._memory is not None:
             own = set(self._policy.eviction_for(req.model, running))
             extra = [m for m in evict if m not in own]
             line = self._memory.describe(req.model, extra, self._measured)
-            described = None if line is None else ("info", line)
+            if described is None and line is not None:
+                described = ("info", line)
+        memory = bool(extra)
         if described is None:
-            self._out.append(d.StartSwap(swap_id, req.model, evict))
+            self._out.append(d.StartSwap(swap_id, req.model, evict, memory=memory))
         else:
             level, line = described
-            self._out.append(d.StartSwap(swap_id, req.model, evict, line, level))
+            self._out.append(d.StartSwap(swap_id, req.model, evict, line, level, memory))
 
     def _running_for(self, target: str) -> tuple[str, ...]:
         """§3.5: non-stopped models plus other swaps' targets, sorted.

@@ -531,7 +531,8 @@ class LocalRouter:
         return fact if fact.error is None else None
 
     def _swap_reason(self, swap: d.StartSwap) -> str:
-        """Why ``swap`` evicts: ``maxWait`` past the starvation bound, else the policy."""
+        """Why ``swap`` evicts: ``maxWait`` past the starvation bound, ``memory`` when the
+        target needed room, else the policy."""
         max_wait = self._scheduler.max_wait
         if max_wait > 0:
             now = self._clock()
@@ -542,7 +543,7 @@ class LocalRouter:
                     ticket = self._tickets.get(rid)
                     if ticket is not None and now - ticket.arrived > max_wait:
                         return "maxWait"
-        return self._name
+        return "memory" if swap.memory else self._name
 
     def _forget(self, event: e.Event) -> None:
         """Drop tickets whose story this event ended."""

@@ -150,6 +150,13 @@ async def test_models_share_the_detected_budget_and_measured_memory_evicts(
             stats = app[ROUTER_KEY].statistics()
             assert stats.state("a") == "stopped"
             assert stats.state("b") == stats.state("c") == "ready"
+            async with session.get("/api/timeline") as resp:
+                swaps = (await resp.json())["swaps"]
+            assert [(w["model"], w["evict"], w["reason"]) for w in swaps] == [
+                ("a", [], "group"),
+                ("b", [], "group"),
+                ("c", ["a"], "memory"),
+            ]
         pids = {f.model_id: f.events("listening")[0]["pid"] for f in fakes}
         assert ("a", pids["a"]) in memory.measured and ("b", pids["b"]) in memory.measured
         assert "MainThread" not in memory.threads  # measured off the event loop

@@ -122,7 +122,9 @@ def test_only_serving_models_left_means_the_scheduler_waits() -> None:
     # a and b both serving: c must evict one of them, so it waits (queued).
     assert h.req(3, "c", now=4.0) == [Admit(3), Positions({3: 1})]
     # b finishes first: the idle one is evicted, a keeps serving.
-    assert h.serve_done(2, now=5.0) == [StartSwap(3, "c", ("b",), _line("b", "c", 12), "info")]
+    assert h.serve_done(2, now=5.0) == [
+        StartSwap(3, "c", ("b",), _line("b", "c", 12), "info", True)
+    ]
 
 
 def _line(evict: str, target: str, gib: int) -> str:
@@ -148,7 +150,7 @@ def test_lru_in_the_scheduler_follows_grants_and_serve_done() -> None:
     h.swap_done(2, now=1.0)
     h.serve_done(2, now=2.0)
     h.serve_done(1, now=3.0)  # a used last
-    assert h.req(3, "c", now=4.0)[1] == StartSwap(3, "c", ("b",), _line("b", "c", 10), "info")
+    assert h.req(3, "c", now=4.0)[1] == StartSwap(3, "c", ("b",), _line("b", "c", 10), "info", True)
 
 
 def test_group_and_memory_must_both_be_satisfied() -> None:
@@ -175,7 +177,7 @@ def test_measured_footprint_larger_than_declared_is_used() -> None:
     h(e.FootprintMeasured("a", {"vram": 14 * GiB}, now=3.0))
     assert h.stats.footprints["a"]["vram"] == 14 * GiB
     # 14 + 8 + 8 > 24: c evicts the least recently used (a).
-    assert h.req(3, "c", now=4.0)[1] == StartSwap(3, "c", ("a",), _line("a", "c", 8), "info")
+    assert h.req(3, "c", now=4.0)[1] == StartSwap(3, "c", ("a",), _line("a", "c", 8), "info", True)
 
 
 def test_measured_smaller_than_declared_keeps_the_declaration() -> None:
@@ -189,7 +191,9 @@ def test_a_measurement_can_unblock_a_queued_request() -> None:
     h.req(1, "a", now=0.0)
     h.swap_done(1, now=0.0)
     assert h.req(2, "b", now=1.0) == [Admit(2), Positions({2: 1})]  # a is serving, 30 > 24
-    assert h(e.FootprintMeasured("a", {"vram": 10 * GiB}, now=2.0)) == [StartSwap(2, "b", ())]
+    assert h(e.FootprintMeasured("a", {"vram": 10 * GiB}, now=2.0)) == [
+        StartSwap(2, "b", ())
+    ]  # fits now: no memory eviction
 
 
 # --- per-device budgets ----------------------------------------------------------------------
