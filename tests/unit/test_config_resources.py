@@ -164,3 +164,12 @@ def test_schema_documents_resources() -> None:
     text = str(schema)
     assert "resources" in text
     assert "GiB" in text
+
+
+def test_spillover_targets_outside_groups_may_run_together_under_a_budget() -> None:
+    selectors = "selectors:\n  s:\n    strategy: spillover\n    targets: [a, b]\n"
+    plain = "models:\n" + model("a") + model("b") + selectors
+    with pytest.raises(ConfigError, match="must share a group with swap: false"):
+        load(plain)
+    budgeted = plain + "routing:\n  resources: {vram: 24GiB}\n"
+    assert load(budgeted).selectors["s"].targets == ("a", "b")  # type: ignore[attr-defined]
