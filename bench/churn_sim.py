@@ -21,7 +21,14 @@ It compares
   an in-flight swap, no serving of same-model requests side by side: each
   request gets its own turn (and its own swap when its model is not loaded).
 
-Run: ``python bench/churn_sim.py [--seed 1] [--duration 7200] ...``
+Traces (:func:`named_trace`): ``hot`` (95 % to one model: the starvation
+case), ``uniform`` (4 models equally, near capacity: everybody queues, nobody
+starves), ``70/30`` (two models) and ``bursts`` (agents asking A B C A B C,
+each step after the previous answer). ``slots`` models an upstream that
+serves N requests at once while the rest wait inside it.
+
+Run: ``python bench/churn_sim.py [--seed 1] [--duration 7200] ...``; the
+BENCHMARKS.md table: ``python bench/churn_sim.py --compare 5``.
 """
 
 from __future__ import annotations
@@ -48,10 +55,14 @@ MODELS = ("hot", "cold1", "cold2", "cold3")
 
 @dataclass(frozen=True, slots=True)
 class Request:
+    """One request. ``after``: in an agent burst, the request whose answer this one waits
+    for (it arrives ``arrival`` seconds after that answer); None: ``arrival`` is absolute."""
+
     request_id: int
     model: str
     arrival: float
     service: float
+    after: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,45 +104,161 @@ def make_trace(
     raise AssertionError("unreachable")
 
 
+def make_weighted_trace(
+    seed: int, duration: float, rate: float, weights: dict[str, float], mean_service: float
+) -> list[Request]:
+    """Poisson arrivals, each for a model drawn with ``weights`` (uniform, 70/30, …)."""
+    rng = random.Random(seed)
+    names, shares = list(weights), list(weights.values())
+    trace: list[Request] = []
+    now = 0.0
+    for rid in itertools.count(1):
+        now += rng.expovariate(rate)
+        if now >= duration:
+            return trace
+        model = rng.choices(names, shares)[0]
+        trace.append(Request(rid, model, now, rng.expovariate(1.0 / mean_service)))
+    raise AssertionError("unreachable")
+
+
+def make_burst_trace(
+    seed: int,
+    duration: float,
+    agent_rate: float,
+    steps: int,
+    mean_service: float,
+    think: float = 0.5,
+    cycle: tuple[str, ...] = MODELS[:3],
+) -> list[Request]:
+    """Agent-like bursts: agents arrive (Poisson, ``agent_rate``/s), each asks A B C A B C…
+
+    Every step after the first waits for the previous step's answer, then
+    ``think`` seconds (a closed loop, like a tool-calling agent that alternates
+    between a planner, a coder and an embedder).
+    """
+    rng = random.Random(seed)
+    trace: list[Request] = []
+    now = 0.0
+    rid = 0
+    while True:
+        now += rng.expovariate(agent_rate)
+        if now >= duration:
+            return trace
+        previous: int | None = None
+        for step in range(steps):
+            rid += 1
+            model = cycle[step % len(cycle)]
+            service = rng.expovariate(1.0 / mean_service)
+            if previous is None:
+                trace.append(Request(rid, model, now, service))
+            else:
+                trace.append(Request(rid, model, think, service, after=previous))
+            previous = rid
+
+
+TRACES = ("hot", "uniform", "70/30", "bursts")
+
+
+def named_trace(name: str, seed: int, duration: float) -> list[Request]:
+    """The benchmark's traces, with the parameters BENCHMARKS.md reports.
+
+    ``hot``: 95 % to one model, the starvation case. ``uniform``: 4 models
+    equally, near capacity (nobody starves, everybody queues). ``70/30``: two
+    models. ``bursts``: agents cycling over 3 models.
+    """
+    if name == "hot":
+        return make_trace(seed, duration, 1.0, 0.95, 3.0)
+    if name == "uniform":
+        return make_weighted_trace(seed, duration, 1.0, dict.fromkeys(MODELS, 1.0), 3.0)
+    if name == "70/30":
+        return make_weighted_trace(seed, duration, 1.0, {"hot": 0.7, "cold1": 0.3}, 3.0)
+    if name == "bursts":
+        return make_burst_trace(seed, duration, 0.1, 6, 3.0)
+    raise ValueError(f"unknown trace {name!r} (known: {', '.join(TRACES)})")
+
+
 def simulate(
-    trace: list[Request], load_time: float, max_wait: float, min_residency: float, name: str
+    trace: list[Request],
+    load_time: float,
+    max_wait: float,
+    min_residency: float,
+    name: str,
+    *,
+    slots: int = 0,
 ) -> Result:
-    """Play the runtime around a real FifoScheduler over ``trace``."""
+    """Play the runtime around a real FifoScheduler over ``trace``.
+
+    ``slots`` > 0: a model's upstream serves that many requests at once; the
+    rest of its granted requests wait inside the upstream (they are in flight
+    for the scheduler, so they keep the model busy), as llama-server's
+    ``--parallel`` slots do. 0: unlimited.
+    """
     policy = GroupPolicy({"(default)": GroupSpec(members=MODELS)})
     limits = dict.fromkeys(MODELS, 10_000)  # measure waiting, not 429s
     sched = FifoScheduler(
         MODELS, policy, limits=limits, max_wait=max_wait, min_residency=min_residency
     )
+    return _play(sched, trace, load_time, name, slots)
+
+
+def _play(
+    sched: FifoScheduler, trace: list[Request], load_time: float, name: str, slots: int
+) -> Result:
     view = dict.fromkeys(MODELS, "stopped")
     by_id = {r.request_id: r for r in trace}
+    followers = {r.after: r for r in trace if r.after is not None}
+    arrived: dict[int, float] = {}
     heap: list[tuple[float, int, e.Event]] = []
     seq = itertools.count()
     for r in trace:
-        heapq.heappush(
-            heap, (r.arrival, next(seq), e.RequestArrived(r.request_id, r.model, r.arrival))
-        )
-    end = trace[-1].arrival if trace else 0.0
-    for t in range(1, int(end) + 2):
-        heapq.heappush(heap, (float(t), next(seq), e.Tick(float(t))))
+        if r.after is None:
+            heapq.heappush(
+                heap, (r.arrival, next(seq), e.RequestArrived(r.request_id, r.model, r.arrival))
+            )
+    heapq.heappush(heap, (1.0, next(seq), e.Tick(1.0)))
+    pending = len(heap) - 1  # events other than ticks
+    slot_free: dict[str, list[float]] = {m: [] for m in MODELS}
     swaps: dict[int, d.StartSwap] = {}
     waits: list[float] = []
     cold: list[float] = []
     rejected = started = 0
     while heap:
         now, _, event = heapq.heappop(heap)
+        if isinstance(event, e.Tick):
+            if pending == 0:
+                continue
+            heapq.heappush(heap, (now + 1.0, next(seq), e.Tick(now + 1.0)))
+        else:
+            pending -= 1
+        if isinstance(event, e.RequestArrived):
+            arrived[event.request_id] = now
         if isinstance(event, e.SwapDone):
             swap = swaps.pop(event.swap_id)
             for m in swap.evict:
                 view[m] = "stopped"
             view[swap.model] = "ready"
+        if isinstance(event, e.ServeDone):
+            follower = followers.get(event.request_id)
+            if follower is not None:
+                at = now + follower.arrival
+                arrival = e.RequestArrived(follower.request_id, follower.model, at)
+                heapq.heappush(heap, (at, next(seq), arrival))
+                pending += 1
         for x in sched.handle(event, view):
             if isinstance(x, d.GrantServe):
                 req = by_id[x.request_id]
-                waits.append(now - req.arrival)
+                waits.append(now - arrived[req.request_id])
                 if req.model != "hot":
-                    cold.append(now - req.arrival)
-                done = e.ServeDone(x.request_id, now + req.service)
-                heapq.heappush(heap, (now + req.service, next(seq), done))
+                    cold.append(now - arrived[req.request_id])
+                begin = now
+                if slots > 0:
+                    free = slot_free[req.model]
+                    if len(free) >= slots:
+                        begin = max(now, heapq.heappop(free))
+                    heapq.heappush(free, begin + req.service)
+                done = e.ServeDone(x.request_id, begin + req.service)
+                heapq.heappush(heap, (begin + req.service, next(seq), done))
+                pending += 1
             elif isinstance(x, d.StartSwap):
                 started += 1
                 swaps[x.swap_id] = x
@@ -140,6 +267,7 @@ def simulate(
                 view[x.model] = "starting"
                 done_at = now + load_time
                 heapq.heappush(heap, (done_at, next(seq), e.SwapDone(x.swap_id, None, done_at)))
+                pending += 1
             elif isinstance(x, d.Reject):
                 rejected += 1
             elif isinstance(x, d.Diagnostic | d.GrantError):
@@ -200,6 +328,42 @@ def simulate_serial(trace: list[Request], load_time: float) -> Result:
     return Result("naive one-at-a-time", swaps, waits, cold, 0)
 
 
+def compare(
+    seeds: int, duration: float, max_wait: float, slot_options: tuple[int, ...] = (0, 4)
+) -> list[str]:
+    """Markdown rows: every trace x upstream slots, ``maxWait`` off vs on, summed over seeds.
+
+    Swaps are totals over the seeds; the max wait is the range of each seed's worst wait.
+    """
+    rows = [
+        f"| trace | slots | swaps, off | swaps, maxWait {max_wait:g} | change | "
+        "max wait, off | max wait, on |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for trace_name in TRACES:
+        for slots in slot_options:
+            off_swaps = on_swaps = 0
+            off_max: list[float] = []
+            on_max: list[float] = []
+            for seed in range(1, seeds + 1):
+                trace = named_trace(trace_name, seed, duration)
+                off = simulate(trace, 1.0, 0.0, 0.0, "off", slots=slots)
+                on = simulate(trace, 1.0, max_wait, max_wait / 3, "on", slots=slots)
+                off_swaps += off.swaps
+                on_swaps += on.swaps
+                off_max.append(max(off.waits))
+                on_max.append(max(on.waits))
+            change = (on_swaps / off_swaps - 1.0) * 100.0 if off_swaps else 0.0
+            row = (
+                f"| {trace_name} | {slots or 'unlimited'} | {off_swaps} | {on_swaps} | "
+                f"{change:+.1f} % | {min(off_max):.0f}–{max(off_max):.0f} s | "
+                f"{min(on_max):.0f}–{max(on_max):.0f} s |"
+            )
+            rows.append(row)
+            print(row, flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1)
@@ -210,7 +374,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load-time", type=float, default=1.0, help="swap time, s")
     parser.add_argument("--max-wait", type=float, default=30.0)
     parser.add_argument("--min-residency", type=float, default=0.0)
+    parser.add_argument(
+        "--compare",
+        type=int,
+        metavar="SEEDS",
+        default=0,
+        help="print the markdown table of every trace (hot, uniform, 70/30, bursts) with and "
+        "without upstream slots, maxWait off vs --max-wait, over seeds 1..SEEDS",
+    )
     args = parser.parse_args(argv)
+    if args.compare:
+        compare(args.compare, args.duration, args.max_wait)
+        return 0
     trace = make_trace(args.seed, args.duration, args.rate, args.hot_share, args.service)
     print(
         f"{len(trace)} requests over {args.duration:.0f}s, {args.hot_share:.0%} for 'hot', "

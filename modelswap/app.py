@@ -30,6 +30,7 @@ from modelswap.observability.events_hub import EVENTS_HUB, EventsHub
 from modelswap.observability.inflight import INFLIGHT, InflightTracker
 from modelswap.observability.log_monitors import setup_log_monitors
 from modelswap.ollama.routes import OLLAMA_INFERENCE_PATHS
+from modelswap.process.memory_source import MemorySourceOpener, open_memory_source
 from modelswap.router.build import build_router
 from modelswap.router.runtime import LocalRouter
 from modelswap.server.access_log import AccessLog
@@ -39,6 +40,7 @@ from modelswap.server.context import SERVER_STATE, ServerState, setup_peers
 from modelswap.server.cors import cors_middleware
 from modelswap.server.errors import error_middleware
 from modelswap.server.events import setup_events
+from modelswap.server.footprints_setup import setup_footprints
 from modelswap.server.inference import OBSERVED_INFERENCE_PATHS
 from modelswap.server.metrics_routes import setup_metrics
 from modelswap.server.proxy import setup_upstream_client
@@ -99,6 +101,7 @@ def build_app(
     base_env: Mapping[str, str] | None = None,
     source: ConfigSource | None = None,
     watch: bool = False,
+    memory_opener: MemorySourceOpener = open_memory_source,
 ) -> web.Application:
     """Assemble the aiohttp application for one config.
 
@@ -106,6 +109,8 @@ def build_app(
     ``source`` is where ``config`` was read from: reloads read it again (without
     it there is nothing to reload); ``watch`` polls it for edits
     (``--watch-config``).
+    ``memory_opener`` gives the memory measurements (psutil + NVML) — only
+    opened when the config declares resources; tests inject a fake.
     """
     access_log = AccessLog()
     app = web.Application(
@@ -129,7 +134,20 @@ def build_app(
     monitors = setup_log_monitors(app, config)
     # Early cleanup context: the activity store closes after every part that writes to it.
     setup_activity_store(app, config, has_capture=app[CAPTURES].has)
-    router = build_router(config, base_env=base_env, upstream_sink=monitors.upstream.write)
+    memory = memory_opener() if config.routing.memory else None
+    try:
+        # Read once: every reload reuses it as the default budget (server/reload.py).
+        detected = memory.detected() if memory is not None else None
+        router = build_router(
+            config,
+            base_env=base_env,
+            upstream_sink=monitors.upstream.write,
+            detected_resources=detected,
+        )
+    except BaseException:
+        if memory is not None:
+            memory.close()
+        raise
     app[ROUTER_KEY] = router
     setup_metrics(app, config, router)
     budget = ShutdownBudget()
@@ -144,8 +162,14 @@ def build_app(
     setup_upstream_client(app)
     setup_peers(app, budget.remaining)
     app.cleanup_ctx.append(_router_lifecycle)
-    # After the router's context: the watcher and reloads end before the router does.
-    setup_reload(app, source, watch=watch)
+    # After the router's context, so both end before the router does (contexts
+    # unwind in reverse): the footprint watcher, then the config watcher and any
+    # reload still running (registered last: they end first).
+    if memory is not None:
+        setup_footprints(app, router, memory)
+    setup_reload(
+        app, source, watch=watch, detected_resources=detected, measuring=memory is not None
+    )
     return app
 
 

@@ -11,9 +11,11 @@ A model whose definition differs is one of two kinds:
 * **changed** — a value the upstream process is started with differs
   (:data:`PROCESS_FIELDS`): it must restart, after its in-flight requests;
 * **updated** — only values read per request differ (name, description,
-  aliases, filters, concurrency limit…): applied at once, the process keeps
-  running. Restarting a 70B model because its description changed would be
-  the very cost a diff reload exists to avoid.
+  aliases, filters, concurrency limit, declared ``resources``…): applied at
+  once, the process keeps running. A model's ``resources:`` only tell the
+  memory policy what to count; the process is started the same way.
+  Restarting a 70B model because its description changed would be the very
+  cost a diff reload exists to avoid.
 
 Top-level settings are either *applied* atomically with the models
 (:data:`APPLIED_SECTIONS`) or *restart-only* (:data:`RESTART_ONLY_SECTIONS`):
@@ -57,6 +59,7 @@ ROUTING_PARTS: Mapping[str, str] = {
     "priority": "priority",
     "max_wait": "maxWait",
     "min_residency": "minResidency",
+    "resources": "routing.resources",
 }
 """Parts of the loaded ``routing`` reported separately (field → name in the summary)."""
 

@@ -26,6 +26,7 @@ from pydantic import Field, GetPydanticSchema, model_validator
 from pydantic_core import PydanticCustomError, core_schema
 
 from modelswap.config.names import NameIndex, ResolvedModel
+from modelswap.config.resources import ByteSize
 from modelswap.config.schema_models import (
     MODALITIES,
     PROTECTED_PARAM,
@@ -163,6 +164,12 @@ class RoutingSection(FrozenModel):
 
     router: RouterSection = Field(default_factory=RouterSection)
     scheduler: SchedulerSection = Field(default_factory=SchedulerSection)
+    resources: dict[YamlStr, ByteSize] = Field(
+        default_factory=dict,
+        description="modelswap extension. What the host has, resource name → size "
+        "(`vram: 24GiB`, `vram:0: 24GiB`, `ram: 64GiB`); models are evicted until a new "
+        "one fits. `vram` defaults to the GPUs' total memory (NVML) when a GPU is present.",
+    )
 
 
 # The compiled matrix is an opaque, already-validated object: pydantic only
@@ -194,6 +201,15 @@ class Routing(FrozenModel):
     priority: dict[str, int] = Field(default_factory=dict, description="Real model ID → priority.")
     max_wait: float = 0.0
     min_residency: float = 0.0
+    resources: dict[str, int] = Field(
+        default_factory=dict, description="The configured host budget, bytes per resource."
+    )
+    memory: bool = Field(
+        False,
+        description="Memory-aware eviction is on: a budget or a model's `resources` is "
+        "configured. Models outside user groups then share the machine by the budget "
+        "instead of the one-at-a-time `(default)` group.",
+    )
 
     def group_of(self, model_id: str) -> str | None:
         """The ID of the group listing ``model_id`` (group mode), else None."""

@@ -16,6 +16,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from modelswap.config.resources import ByteSize
 from modelswap.config.schema_types import IdMap, YamlBool, YamlInt, YamlStr
 
 PROTECTED_PARAM = "model"
@@ -249,6 +250,11 @@ class ModelConfig(FrozenModel):
         0,
         alias="healthCheckTimeout",
         description="Ignored in a model: always overwritten by the global value.",
+    )
+    resources: dict[YamlStr, ByteSize] = Field(
+        default_factory=dict,
+        description="modelswap extension. What the model needs, resource name → size "
+        "(`vram: 10GiB`, `ram: 4GiB`); see routing.resources.",
     )
     retry_on_crash: YamlBool = Field(
         True,

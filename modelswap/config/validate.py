@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelswap.config.names import NameIndex
+from modelswap.config.resources import check_resources
 from modelswap.config.schema import (
     DEFAULT_IGNORE_PATH,
     MODALITIES,
@@ -111,6 +112,9 @@ def validate_document(doc: ConfigDocument, locate: Locate = nowhere) -> Validate
         {peer_id: peer.models for peer_id, peer in doc.peers.items()},
     )
     routing = normalise_scheduler(doc, routing, names, report)
+    budget = check_resources(models, doc.routing.resources, report)
+    memory = bool(budget) or any(model.resources for model in models.values())
+    routing = routing.model_copy(update={"resources": budget, "memory": memory})
     hooks = doc.hooks.model_copy(
         update={
             "on_startup": doc.hooks.on_startup.model_copy(

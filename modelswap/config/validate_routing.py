@@ -208,6 +208,12 @@ def coexistence_error(selector_id: str, routing: Routing, local: Collection[str]
         return (
             f"selectors.{selector_id}.targets must all appear together in one expanded matrix set"
         )
+    if routing.memory:
+        # Memory routing: models outside user groups share the machine by the budget
+        # (the (default) group is not applied), so they can run together if they fit.
+        targets = [t for t in targets if routing.group_of(t) != DEFAULT_GROUP]
+        if len(targets) < 2:
+            return None
     group_ids: set[str] = set()
     for target in targets:
         group_id = routing.group_of(target)

@@ -117,7 +117,9 @@ class StartSwap:
 
     The worker must not read ``model``'s state to decide whether to start: it
     calls ``ensure_ready`` and lets the process decide (router spec §3.8, #946).
-    ``log_line`` is the eviction policy's description of the choice, if any.
+    ``log_line`` is the eviction policy's description of the choice, if any;
+    ``memory`` is True when the memory policy added evictees (they must go
+    for ``model`` to fit), which observers report as the eviction's reason.
     """
 
     swap_id: int
@@ -125,6 +127,7 @@ class StartSwap:
     evict: tuple[str, ...] = ()
     log_line: str | None = None
     log_level: LogLevel = "info"
+    memory: bool = False
 
 
 @dataclass(frozen=True, slots=True)

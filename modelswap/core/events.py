@@ -26,11 +26,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+from modelswap.core.memory import MemoryPolicy
 from modelswap.core.policy import EvictionPolicy
 
 __all__ = [
     "Cancelled",
     "Event",
+    "FootprintMeasured",
     "GrantUndelivered",
     "ModelRetired",
     "Reconfigured",
@@ -156,6 +158,11 @@ class Reconfigured:
     process: once nothing of theirs is serving or swapping, the scheduler
     answers :class:`~.decisions.RetireModel`. Requests still queued for a model
     no longer served fail with 404.
+
+    ``memory`` is the new memory policy (None: memory routing off). It is part
+    of the rules, so a reload can change a budget or a model's declared size;
+    what was measured carries over for models still served (see
+    :meth:`~.scheduler.FifoScheduler.handle`).
     """
 
     models: frozenset[str]
@@ -166,6 +173,7 @@ class Reconfigured:
     max_wait: float = 0.0
     min_residency: float = 0.0
     replace: frozenset[str] = frozenset()
+    memory: MemoryPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +182,21 @@ class ModelRetired:
     (if the model is still served) is in place and stopped."""
 
     model: str
+    now: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FootprintMeasured:
+    """``model`` was measured to use ``sizes`` (resource name → bytes).
+
+    Sent once a model is ready (and again as it grows), and at startup for
+    footprints remembered from an earlier run. The memory policy then uses the
+    larger of declared and measured; a smaller later reading replaces a larger
+    earlier one. Without a memory policy it is only remembered.
+    """
+
+    model: str
+    sizes: Mapping[str, int] = field(hash=False)
     now: float | None = None
 
 
@@ -189,4 +212,5 @@ Event: TypeAlias = (
     | Tick
     | Reconfigured
     | ModelRetired
+    | FootprintMeasured
 )

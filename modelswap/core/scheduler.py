@@ -65,8 +65,12 @@ from typing import Literal
 from modelswap.core import decisions as d
 from modelswap.core import events as e
 from modelswap.core.ledger import Ledger
+from modelswap.core.memory import MemoryPolicy
+from modelswap.core.memory_book import MemoryBook
 from modelswap.core.policy import EvictionPolicy
 from modelswap.core.queue import RequestQueue
+from modelswap.core.residency import Residency
+from modelswap.core.scheduler_stats import SchedulerStats, SwapInfo
 
 __all__ = ["DEFAULT_LIMIT", "FifoScheduler", "ProcessView", "SchedulerStats", "SwapInfo"]
 
@@ -86,6 +90,7 @@ class _Request:
     arrived: float
     stage: Literal["queued", "waiting", "serving"] = "queued"
     swap_id: int | None = None
+    resident_at_arrival: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -96,36 +101,6 @@ class _Swap:
     waiters: list[int] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class SwapInfo:
-    """One active swap as seen by :meth:`FifoScheduler.statistics`."""
-
-    swap_id: int
-    model: str
-    evict: tuple[str, ...]
-    waiters: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SchedulerStats:
-    """A frozen snapshot of the scheduler, for tests, ``/running`` and metrics.
-
-    ``queue`` is ``(request_id, model)`` in service order; ``unloading`` is
-    ``(op_id, models)`` per unload still stopping; ``retiring`` the models a
-    reload replaced or removed whose old process has not stopped yet;
-    counters omit zero entries.
-    """
-
-    queue: tuple[tuple[int, str], ...]
-    swaps: tuple[SwapInfo, ...]
-    unloading: tuple[tuple[int, tuple[str, ...]], ...]
-    in_flight: Mapping[str, int]
-    reservations: Mapping[str, int]
-    shutting_down: bool
-    now: float
-    retiring: tuple[str, ...] = ()
-
-
 class FifoScheduler:
     """FIFO scheduling with collation over one eviction policy (router spec §3).
 
@@ -133,7 +108,9 @@ class FifoScheduler:
     concurrency limits (≤ 0 or missing: ``default_limit``); ``priority`` their
     FIFO priorities (missing: 0). ``max_wait`` > 0 turns on the starvation bound
     and ``min_residency`` protects a freshly loaded model from it (seconds).
-    ``router_name`` (``group``/``matrix``) prefixes error texts.
+    ``router_name`` (``group``/``matrix``) prefixes error texts. ``memory``, if
+    given, is applied on top of ``policy``: a start must satisfy both (§ memory
+    in docs/configuration.md).
     """
 
     def __init__(
@@ -147,6 +124,7 @@ class FifoScheduler:
         max_wait: float = 0.0,
         min_residency: float = 0.0,
         router_name: str = "group",
+        memory: MemoryPolicy | None = None,
     ) -> None:
         self._models = frozenset(models)
         for what, mapping in (("priority", priority or {}), ("limit", limits or {})):
@@ -156,6 +134,7 @@ class FifoScheduler:
         if max_wait < 0 or min_residency < 0:
             raise ValueError("max_wait and min_residency must be >= 0")
         self._policy = policy
+        self._book = MemoryBook(memory)
         self._limits = {m: n for m, n in (limits or {}).items() if n > 0}
         self._default_limit = default_limit if default_limit > 0 else DEFAULT_LIMIT
         self._priority = dict(priority or {})
@@ -171,6 +150,7 @@ class FifoScheduler:
         self._unloads: dict[int, tuple[str, ...]] = {}  # op_id -> models
         self._ledger = Ledger()
         self._ready_since: dict[str, float] = {}
+        self._residency = Residency()
         self._swap_ids = itertools.count(1)
         self._shutdown_op: int | None = None
         self._now = float("-inf")
@@ -184,6 +164,8 @@ class FifoScheduler:
         """Apply one event; return what the runtime must do, in order."""
         self._view = view
         self._out = []
+        if self._max_wait > 0:
+            self._residency.sweep(view, self._now)
         before = self._queue.positions()
         match event:
             case e.RequestArrived():
@@ -207,6 +189,8 @@ class FifoScheduler:
                 self._on_reconfigured(event)
             case e.ModelRetired():
                 self._on_retired(event)
+            case e.FootprintMeasured():
+                self._on_measured(event)
         if self._retiring:
             self._retire_drained()
         after = self._queue.positions()
@@ -230,6 +214,7 @@ class FifoScheduler:
             reservations=self._ledger.reservations,
             shutting_down=self._shutdown_op is not None,
             now=self._now,
+            footprints=self._book.footprints(),
         )
 
     @property
@@ -240,6 +225,11 @@ class FifoScheduler:
     def handles(self, model: str) -> bool:
         """Whether ``model`` is served here (§3.14); preload skips models that are not."""
         return model in self._models
+
+    @property
+    def memory(self) -> MemoryPolicy | None:
+        """The memory policy applied on top of the eviction policy, if configured."""
+        return self._book.policy
 
     @property
     def max_wait(self) -> float:
@@ -284,6 +274,8 @@ class FifoScheduler:
         self._ledger.reserve(model)
         self._out.append(d.Admit(rid))
         req = _Request(rid, model, self._now)
+        if self._max_wait > 0:
+            req.resident_at_arrival = self._residency.snapshot(self._now)
         self._requests[rid] = req
         if not self._route(req):
             self._queue.insert(rid, self.priority(model))
@@ -317,9 +309,19 @@ class FifoScheduler:
             self._diagnose(f"serve done for request {request_id}, which is not being served")
             return
         del self._requests[request_id]
+        self._book.used(req.model, self._now)
         self._diagnose(self._ledger.stop_serving(req.model))
         self._diagnose(self._ledger.release(req.model))
         if self._ledger.in_flight(req.model) == 0:
+            self._drain()
+
+    def _on_measured(self, ev: e.FootprintMeasured) -> None:
+        """A footprint; one of a model already gone (measured just before a reload
+        retired it) is dropped, or it would be counted for ever."""
+        if ev.now is not None:
+            self._advance(ev.now)
+        if ev.model in self._models or ev.model in self._retiring:
+            self._book.measured(ev.model, ev.sizes)
             self._drain()
 
     def _on_reconfigured(self, ev: e.Reconfigured) -> None:
@@ -329,6 +331,8 @@ class FifoScheduler:
         Requests already serving or waiting on a swap finish on the process
         they were granted or are loading; requests still queued for a replaced
         model wait for its successor; queued for a model no longer served: 404.
+        The memory policy switches too; the old processes of replaced models
+        still count until retired (:mod:`.memory_book`).
         """
         self._advance(ev.now)
         if self._shutdown_op is not None:
@@ -340,6 +344,7 @@ class FifoScheduler:
         self._max_wait, self._min_residency = ev.max_wait, ev.min_residency
         for model in sorted(ev.replace):
             self._retiring.setdefault(model, False)
+        self._book.reconfigure(ev.memory, ev.replace)
         for rid in list(self._queue):
             req = self._requests[rid]
             if req.model not in self._models:
@@ -366,6 +371,7 @@ class FifoScheduler:
         if self._retiring.pop(ev.model, None) is None:
             self._diagnose(f"retired {ev.model}, which was not retiring")
         self._ready_since.pop(ev.model, None)
+        self._book.retired(ev.model, served=ev.model in self._models)
         self._drain()
 
     def _on_swap_done(self, ev: e.SwapDone) -> None:
@@ -377,6 +383,8 @@ class FifoScheduler:
         del self._swap_of[swap.target]
         if ev.error is None:
             self._ready_since[swap.target] = self._now
+            self._residency.start(swap.target, self._now)
+            self._book.used(swap.target, self._now)
         for rid in swap.waiters:
             req = self._requests[rid]
             if ev.error is None:
@@ -413,6 +421,7 @@ class FifoScheduler:
                 self._grant_error(req, 500, message)
         self._out.extend(d.CancelSwap(swap_id) for swap_id in cancelled)
         self._unloads[ev.op_id] = targets
+        self._residency.stop(targets, self._now)
         self._out.append(d.StopModels(ev.op_id, targets, "unload"))
         # Dropping swaps can unblock queued requests for other models right away.
         self._drain()
@@ -464,7 +473,7 @@ class FifoScheduler:
             req.stage, req.swap_id = "waiting", swap_id
             return True
         running = self._running_for(model)
-        evict = tuple(m for m in self._policy.eviction_for(model, running) if m != model)
+        evict = self._eviction(model, running)
         if not evict and self._state(model) == "ready" and not self._being_evicted(model):
             if self._starvation_blocks(model):
                 return False
@@ -477,6 +486,23 @@ class FifoScheduler:
         self._start_swap(req, evict, running)
         return True
 
+    def _eviction(self, target: str, running: tuple[str, ...]) -> tuple[str, ...]:
+        """What the policy evicts, plus what the memory policy needs on top, in running order.
+
+        Old processes of models a reload removed still hold memory while they
+        drain, so the memory policy counts them too (the structural policy
+        knows only served models); choosing one makes the request wait until
+        it has stopped by itself (:meth:`_collides`).
+        """
+        evict = tuple(m for m in self._policy.eviction_for(target, running) if m != target)
+        if self._book.policy is None:
+            return evict
+        draining = tuple(
+            m for m in sorted(self._retiring) if m not in self._models and self._is_running(m)
+        )
+        serving = [m for m in (*running, *draining) if self._ledger.in_flight(m) > 0]
+        return self._book.eviction(target, running, evict, serving, self._now, draining)
+
     def _drain(self) -> None:
         """Re-run the tree over the queue in order against current state (§3.7)."""
         if self._shutdown_op is not None:
@@ -487,15 +513,24 @@ class FifoScheduler:
 
     def _start_swap(self, req: _Request, evict: tuple[str, ...], running: Sequence[str]) -> None:
         swap_id = next(self._swap_ids)
+        self._residency.stop(evict, self._now)
         self._swaps[swap_id] = _Swap(swap_id, req.model, evict, [req.request_id])
         self._swap_of[req.model] = swap_id
         req.stage, req.swap_id = "waiting", swap_id
         described = self._policy.describe_swap(req.model, running)
+        extra: list[str] = []
+        if self._book.policy is not None:
+            own = set(self._policy.eviction_for(req.model, running))
+            extra = [m for m in evict if m not in own]
+            line = self._book.describe(req.model, extra)
+            if described is None and line is not None:
+                described = ("info", line)
+        memory = bool(extra)
         if described is None:
-            self._out.append(d.StartSwap(swap_id, req.model, evict))
+            self._out.append(d.StartSwap(swap_id, req.model, evict, memory=memory))
         else:
             level, line = described
-            self._out.append(d.StartSwap(swap_id, req.model, evict, line, level))
+            self._out.append(d.StartSwap(swap_id, req.model, evict, line, level, memory))
 
     def _running_for(self, target: str) -> tuple[str, ...]:
         """§3.5: non-stopped models plus other swaps' targets, sorted.
@@ -534,10 +569,15 @@ class FifoScheduler:
         """Whether a fast path to ready ``model`` must yield to a starving request.
 
         Off unless ``max_wait`` > 0. The anchor is the queued request that has
-        waited longest; once that exceeds ``max_wait``, a model its swap would
-        evict stops taking new work (the new requests queue behind it), so its
-        in-flight count drains and the swap can start. A model ready for less
-        than ``min_residency`` is exempt, so two starving models cannot make each
+        waited longest. Once it has waited more than ``max_wait`` *while this
+        model was resident* (:mod:`.residency`: the time other models held the
+        machine does not count), a model its swap would evict stops taking new
+        work (the new requests queue behind it), so its in-flight count drains
+        and the swap can start. That is what makes the bound cost nothing where
+        nobody starves: under a uniform load a long wait is a sum of many short
+        turns, while a starving request waits on one model that never lets go
+        (bench/churn_sim.py; BENCHMARKS.md). A model ready for less than
+        ``min_residency`` is exempt, so two starving models cannot make each
         other thrash. llama-swap has no bound at all (§9 #1).
         """
         if self._max_wait <= 0:
@@ -549,17 +589,21 @@ class FifoScheduler:
                 anchor = req
         if anchor is None or anchor.model == model:
             return False
-        if self._now - anchor.arrived <= self._max_wait:
+        if (
+            self._residency.waited_on(model, anchor.resident_at_arrival, self._now)
+            <= self._max_wait
+        ):
             return False
         since = self._ready_since.get(model)
         if since is not None and self._now - since < self._min_residency:
             return False
-        return model in self._policy.eviction_for(anchor.model, self._running_for(anchor.model))
+        return model in self._eviction(anchor.model, self._running_for(anchor.model))
 
     # --- grants and bookkeeping -----------------------------------------------------------
 
     def _grant_serve(self, req: _Request) -> None:
         req.stage, req.swap_id = "serving", None
+        self._book.used(req.model, self._now)
         self._ledger.start_serving(req.model)
         self._out.append(d.GrantServe(req.request_id, req.model, str(self.priority(req.model))))
 
@@ -574,6 +618,9 @@ class FifoScheduler:
 
     def _state(self, model: str) -> str:
         return str(self._view.get(model, "stopped"))
+
+    def _is_running(self, model: str) -> bool:
+        return self._state(model) not in _NOT_RUNNING
 
     def _advance(self, now: float) -> None:
         self._now = max(self._now, now)

@@ -12,7 +12,10 @@ modelswap adds, all nullable so llama-swap ignores them:
   went (:class:`~modelswap.observability.records.Explain`). A file llama-swap
   created is migrated on open with ``ALTER TABLE … ADD COLUMN``;
 * a **loads** table: each model's load durations, so a client can be told how
-  long a cold start usually takes (:meth:`ActivityStore.expected_load`).
+  long a cold start usually takes (:meth:`ActivityStore.expected_load`);
+* a **footprints** table: each model's latest measured memory (resource →
+  bytes), so memory-aware eviction knows what a model really uses from the
+  first request after a restart (:meth:`ActivityStore.footprints`).
 
 Concurrency: the recorder's writer thread calls :meth:`record_many` while the
 event loop (or ``asyncio.to_thread``) runs the queries. There is exactly one
@@ -30,7 +33,7 @@ import json
 import sqlite3
 import statistics as stats_module
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -81,6 +84,11 @@ CREATE TABLE IF NOT EXISTS loads (
   duration_ms REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS idx_loads_model_id ON loads (model_id, id DESC);
+CREATE TABLE IF NOT EXISTS footprints (
+  model_id TEXT PRIMARY KEY,
+  ts_created INTEGER NOT NULL,
+  sizes_json TEXT NOT NULL
+);
 """
 
 EXPLAIN_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -272,6 +280,34 @@ class ActivityStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+
+    def record_footprint(self, model_id: str, sizes: Mapping[str, int], wall: float) -> None:
+        """Remember ``model_id``'s latest measured memory (replaces the previous one)."""
+        text = json.dumps(dict(sorted(sizes.items())))
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO footprints (model_id, ts_created, sizes_json) "
+                "VALUES (?, ?, ?)",
+                (model_id, int(wall), text),
+            )
+
+    def footprints(self) -> dict[str, dict[str, int]]:
+        """Every remembered footprint: model → resource → bytes (bad rows are skipped)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT model_id, sizes_json FROM footprints").fetchall()
+        found: dict[str, dict[str, int]] = {}
+        for model_id, text in rows:
+            try:
+                sizes = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(sizes, dict):
+                found[model_id] = {
+                    str(k): int(v)
+                    for k, v in sizes.items()
+                    if isinstance(v, int) and not isinstance(v, bool)
+                }
+        return found
 
     # --- reads ---------------------------------------------------------------------------
 

@@ -160,9 +160,17 @@ class NvmlGpuSource:
         return int(field.value.uiVal)
 
     def process_memory(self) -> dict[int, int]:
-        nvml = self._nvml
         used: dict[int, int] = {}
-        for handle in self._handles:
+        for on_device in self.process_memory_by_device().values():
+            for pid, memory in on_device.items():
+                used[pid] = used.get(pid, 0) + memory
+        return used
+
+    def process_memory_by_device(self) -> dict[int, dict[int, int]]:
+        """GPU index → (pid → bytes): the memory policy's per-device ``vram:N`` readings."""
+        nvml = self._nvml
+        by_device: dict[int, dict[int, int]] = {}
+        for index, handle in enumerate(self._handles):
             on_device: dict[int, int] = {}
             for query in (
                 nvml.nvmlDeviceGetComputeRunningProcesses,
@@ -175,9 +183,8 @@ class NvmlGpuSource:
                     pid = int(process.pid)
                     # A process in both lists holds one allocation, not two.
                     on_device[pid] = max(on_device.get(pid, 0), int(memory))
-            for pid, memory in on_device.items():
-                used[pid] = used.get(pid, 0) + memory
-        return used
+            by_device[index] = on_device
+        return by_device
 
     def devices(self) -> list[GpuDevice]:
         driver = _or_default(lambda: _text(self._nvml.nvmlSystemGetDriverVersion()), None)

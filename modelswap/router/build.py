@@ -12,16 +12,32 @@ import time
 from collections.abc import Callable, Mapping
 
 from modelswap.config import Config
+from modelswap.config.resources import (
+    effective_resources,
+    never_fits,
+    never_fits_message,
+    resource_budget,
+)
+from modelswap.config.schema import DEFAULT_GROUP
 from modelswap.core.groups import GroupPolicy, GroupSpec
 from modelswap.core.matrix_policy import MatrixPolicy
+from modelswap.core.memory import MemoryPolicy, MemorySpec
 from modelswap.core.policy import EvictionPolicy
 from modelswap.core.scheduler import DEFAULT_LIMIT, FifoScheduler
+from modelswap.errors import ConfigError, ConfigProblem
 from modelswap.observability.log_fanout import LogSink
 from modelswap.process import ManagedProcess, ProcessSpec
 from modelswap.router.runtime import TICK_INTERVAL, LocalRouter
 from modelswap.router.update import RouterUpdate
 
-__all__ = ["POLICIES", "build_policy", "build_router", "process_specs", "router_update"]
+__all__ = [
+    "POLICIES",
+    "build_memory_policy",
+    "build_policy",
+    "build_router",
+    "process_specs",
+    "router_update",
+]
 
 
 def process_specs(config: Config) -> dict[str, ProcessSpec]:
@@ -58,6 +74,11 @@ def _group_policy(config: Config) -> tuple[EvictionPolicy, frozenset[str]]:
         )
         for name, group in config.routing.groups.items()
     }
+    if config.routing.memory:
+        # Memory-aware routing: models no user group lists share the machine by
+        # the budget, not one at a time (docs/configuration.md, "Memory budgets").
+        groups.pop(DEFAULT_GROUP, None)
+        return GroupPolicy(groups, models=config.models), frozenset(config.models)
     policy = GroupPolicy(groups, models=config.models)
     return policy, frozenset(policy.members)
 
@@ -90,11 +111,42 @@ def build_policy(config: Config) -> tuple[str, EvictionPolicy, frozenset[str]]:
     return name, policy, models
 
 
-def router_update(config: Config) -> RouterUpdate:
+def build_memory_policy(
+    config: Config, models: frozenset[str], detected: Mapping[str, int] | None = None
+) -> MemoryPolicy | None:
+    """The memory policy when resources are configured (None: llama-swap's behaviour).
+
+    ``detected`` is what the machine reports (NVML: ``vram`` and ``vram:N``);
+    it fills budget keys the config leaves out. A model that cannot fit even
+    alone in that budget is a :class:`ConfigError` naming it.
+    """
+    routing = config.routing
+    if not routing.memory:
+        return None
+    budget = resource_budget(routing.resources, detected)
+    declared = {
+        m: effective_resources(config.models[m].resources, config.models[m].env)
+        for m in sorted(models)
+    }
+    for model_id, sizes in declared.items():
+        too_big = never_fits(sizes, budget)
+        if too_big is not None:
+            name, needs, has = too_big
+            message = never_fits_message(model_id, name, needs, has) + " (detected via NVML)"
+            raise ConfigError([ConfigProblem(message, path=f"models.{model_id}.resources")])
+    matrix = routing.matrix
+    costs = {m: float(matrix.evict_cost(m)) for m in models} if matrix is not None else {}
+    return MemoryPolicy(MemorySpec(budget=budget, declared=declared, evict_cost=costs))
+
+
+def router_update(config: Config, detected: Mapping[str, int] | None = None) -> RouterUpdate:
     """What ``config`` means for a running router: definitions and scheduling rules.
 
     Used at construction and by every config reload, so both read the config
-    the same way.
+    the same way. ``detected`` is the machine's memory (NVML), measured once at
+    startup and reused by every reload: the default of budgets the config
+    leaves out. Raises :class:`ConfigError` if a model can never fit in it, so
+    a reload is refused before anything changes.
     """
     _name, policy, models = build_policy(config)
     specs = process_specs(config)
@@ -114,6 +166,7 @@ def router_update(config: Config) -> RouterUpdate:
         max_wait=routing.max_wait,
         min_residency=routing.min_residency,
         health_check_timeout=float(config.health_check_timeout),
+        memory=build_memory_policy(config, models, detected),
     )
 
 
@@ -124,14 +177,16 @@ def build_router(
     clock: Callable[[], float] = time.monotonic,
     upstream_sink: LogSink | None = None,
     tick_interval: float = TICK_INTERVAL,
+    detected_resources: Mapping[str, int] | None = None,
 ) -> LocalRouter:
     """Build the local router for ``config``. No side effects, no event loop needed.
 
     ``base_env`` is the environment children inherit (default: ours);
-    ``upstream_sink`` receives every child's output (the shared "upstream" log).
+    ``upstream_sink`` receives every child's output (the shared "upstream" log);
+    ``detected_resources`` the machine's memory (NVML), the default budget.
     """
     name = config.routing.router_use
-    update = router_update(config)
+    update = router_update(config, detected_resources)
 
     def make_process(spec: ProcessSpec) -> ManagedProcess:
         return ManagedProcess(spec, base_env=base_env, clock=clock, upstream_sink=upstream_sink)
@@ -146,6 +201,7 @@ def build_router(
         max_wait=update.max_wait,
         min_residency=update.min_residency,
         router_name=name,
+        memory=update.memory,
     )
     return LocalRouter(
         scheduler,

@@ -250,6 +250,11 @@ class LocalRouter:
         task.add_done_callback(self._preloads.discard)
         return task
 
+    def report_footprint(self, model_id: str, sizes: Mapping[str, int]) -> None:
+        """``model_id`` was measured to use ``sizes`` (memory policy input; see core/memory.py)."""
+        if model_id in self._processes:
+            self._post(e.FootprintMeasured(model_id, dict(sizes), self._clock()))
+
     # --- unload and shutdown ----------------------------------------------------------------
 
     async def unload(self, models: Sequence[str] | None = None, timeout: float = 0) -> None:
@@ -510,7 +515,8 @@ class LocalRouter:
         return fact if fact.error is None else None
 
     def _swap_reason(self, swap: d.StartSwap) -> str:
-        """Why ``swap`` evicts: ``maxWait`` past the starvation bound, else the policy."""
+        """Why ``swap`` evicts: ``maxWait`` past the starvation bound, ``memory`` when the
+        target needed room, else the policy."""
         max_wait = self._scheduler.max_wait
         if max_wait > 0:
             now = self._clock()
@@ -521,7 +527,7 @@ class LocalRouter:
                     ticket = self._tickets.get(rid)
                     if ticket is not None and now - ticket.arrived > max_wait:
                         return "maxWait"
-        return self._name
+        return "memory" if swap.memory else self._name
 
     def _forget(self, event: e.Event) -> None:
         """Drop tickets whose story this event ended."""

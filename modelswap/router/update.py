@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from modelswap.core import events as e
+from modelswap.core.memory import MemoryPolicy
 from modelswap.core.policy import EvictionPolicy
 from modelswap.process import ProcessSpec
 
@@ -32,6 +33,8 @@ class RouterUpdate:
     min_residency: float = 0.0
     health_check_timeout: float = 0.0
     """The shutdown grace (≤ 0: keep the current one)."""
+    memory: MemoryPolicy | None = None
+    """The memory policy (budgets, declared sizes; None: memory routing off)."""
 
     def event(self, replace: frozenset[str], now: float) -> e.Reconfigured:
         """The scheduler's event for this update; ``replace`` comes from the process table."""
@@ -44,4 +47,5 @@ class RouterUpdate:
             max_wait=self.max_wait,
             min_residency=self.min_residency,
             replace=replace,
+            memory=self.memory,
         )

@@ -81,10 +81,15 @@ class NotFoundError(ClientError):
     status = 404
 
 
-def model_status(config: Config, states: Mapping[str, str]) -> list[dict[str, Any]]:
+def model_status(
+    config: Config,
+    states: Mapping[str, str],
+    footprints: Mapping[str, Mapping[str, int]] | None = None,
+) -> list[dict[str, Any]]:
     """The ``modelStatus`` payload: local models sorted by id, then peer models.
 
     ``states`` maps model id → process state; a model without one is ``stopped``.
+    ``footprints`` (memory routing): bytes per resource, shown as ``footprint``.
     """
     models: list[dict[str, Any]] = []
     for model_id in sorted(config.models, key=str.encode):
@@ -99,6 +104,8 @@ def model_status(config: Config, states: Mapping[str, str]) -> list[dict[str, An
         }
         if model.aliases:
             item["aliases"] = list(model.aliases)
+        if footprints and model_id in footprints:
+            item["footprint"] = dict(footprints[model_id])
         if not model.capabilities.is_empty:
             fields = _capability_fields(model.capabilities)
             if "capabilities" in fields:
@@ -192,7 +199,8 @@ class EventsFeed:
 
     def model_status(self) -> list[dict[str, Any]]:
         states = {m: p.state.value for m, p in self._router.processes.items()}
-        return model_status(self._current_config(), states)
+        footprints = self._router.statistics().scheduler.footprints
+        return model_status(self._current_config(), states, footprints)
 
     def publish_model_status(self, _change: StateChange | None = None) -> None:
         if self.hub.has_subscribers:

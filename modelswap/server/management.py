@@ -25,24 +25,22 @@ async def handle_running(request: web.Request) -> web.Response:
     state = request.app[SERVER_STATE]
     running: list[dict[str, Any]] = []
     processes = state.router.processes
+    footprints = state.router.statistics().scheduler.footprints
     for model_id, process_state in sorted(state.router.running_models().items()):
         model = state.config.models.get(model_id)
         if model is None:  # removed by a config reload, finishing its last requests
             spec = processes[model_id].spec
-            running.append(
-                {
-                    "model": model_id,
-                    "state": process_state,
-                    "cmd": spec.cmd,
-                    "proxy": spec.proxy,
-                    "ttl": int(spec.ttl),
-                    "name": "",
-                    "description": "",
-                }
-            )
-            continue
-        running.append(
-            {
+            item: dict[str, Any] = {
+                "model": model_id,
+                "state": process_state,
+                "cmd": spec.cmd,
+                "proxy": spec.proxy,
+                "ttl": int(spec.ttl),
+                "name": "",
+                "description": "",
+            }
+        else:
+            item = {
                 "model": model_id,
                 "state": process_state,
                 "cmd": model.cmd,
@@ -51,7 +49,9 @@ async def handle_running(request: web.Request) -> web.Response:
                 "name": model.name,
                 "description": model.description,
             }
-        )
+        if model_id in footprints:  # memory routing: bytes per resource the policy counts
+            item["footprint"] = dict(footprints[model_id])
+        running.append(item)
     return web.json_response({"running": running})
 
 

@@ -5,9 +5,11 @@ Three triggers end here — ``POST /api/config/reload``, ``SIGHUP`` and
 serves them all (docs/architecture.md, "Config reload"):
 
 1. **Validate first.** The sources are loaded completely (YAML, merge, macros,
-   ``${env.X}``, validation) off the event loop. Any error stops here: nothing
-   has changed; the error, naming file, line and key, is logged to the proxy
-   log, published as a ``configReload`` event and returned to an API caller.
+   ``${env.X}``, validation) off the event loop, and the router's part is
+   built from them (a model that can never fit in the memory budget NVML
+   detected at startup is caught here). Any error stops here: nothing has
+   changed; the error, naming file, line and key, is logged to the proxy log,
+   published as a ``configReload`` event and returned to an API caller.
 2. **Diff.** :func:`modelswap.config.diff.diff_configs` says what changed,
    for the summary and the warnings (restart-only keys, TLS files).
 3. **One event.** :meth:`LocalRouter.reconfigure` applies the router's part
@@ -36,6 +38,7 @@ from modelswap.config.diff import ConfigDiff, diff_configs
 from modelswap.errors import ConfigError, ConfigProblem, ModelswapError
 from modelswap.observability.events_hub import EVENTS_HUB, EventsHub
 from modelswap.router.build import router_update
+from modelswap.router.update import RouterUpdate
 from modelswap.server.config_watch import ConfigWatcher
 from modelswap.server.context import SERVER_STATE, ServerState
 from modelswap.server.errors import error_type_and_code
@@ -54,6 +57,13 @@ __all__ = [
 
 EVENT_TYPE = "configReload"
 """The ``/api/events`` message type of every reload outcome (docs/api.md)."""
+
+MEMORY_WITHOUT_MEASURING = (
+    "resources are configured but memory routing was off at startup: declared sizes and "
+    "routing.resources apply now; measuring footprints and the budget detected from the "
+    "GPUs (NVML) start only after a restart"
+)
+"""Warned by a reload that turns memory routing on: the memory source opens at startup."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +134,13 @@ class ConfigReloader:
         source: ConfigSource | None,
         hub: EventsHub,
         on_reloaded: Callable[[], None] | None = None,
+        *,
+        detected_resources: Mapping[str, int] | None = None,
+        measuring: bool = False,
     ) -> None:
         self._state = state
+        self._detected = detected_resources
+        self._measuring = measuring
         self._on_reloaded = on_reloaded
         self._source = source
         self._hub = hub
@@ -150,6 +165,7 @@ class ConfigReloader:
         async with self._serial:
             try:
                 loaded = await self._load()
+                update = self._router_update(loaded)
             except ReloadRefused as refused:
                 self._refused(trigger, refused)
                 raise
@@ -157,7 +173,7 @@ class ConfigReloader:
             new = loaded.config
             try:
                 await self._state.router.reconfigure(
-                    router_update(new), on_applied=lambda: self._state.apply_config(new)
+                    update, on_applied=lambda: self._state.apply_config(new)
                 )
             except ModelswapError as error:  # shutting down: the old config ends with us
                 stopping = ReloadRefused(error.status, (ConfigProblem(error.message),))
@@ -201,6 +217,13 @@ class ConfigReloader:
         except ConfigError as error:
             raise ReloadRefused(422, error.problems) from None
 
+    def _router_update(self, loaded: LoadedConfig) -> RouterUpdate:
+        """The router's part of ``loaded``, with the machine's memory detected at startup."""
+        try:
+            return router_update(loaded.config, self._detected)
+        except ConfigError as error:
+            raise ReloadRefused(422, error.problems) from None
+
     def _refused(self, trigger: str, refused: ReloadRefused) -> None:
         for problem in refused.problems:
             log.error("config reload (%s) refused, nothing changed: %s", trigger, problem)
@@ -216,6 +239,8 @@ class ConfigReloader:
 
     def _applied(self, trigger: str, diff: ConfigDiff, loaded: LoadedConfig) -> dict[str, Any]:
         warnings = [*diff.warnings(self._restart_files_changed()), *map(str, loaded.warnings)]
+        if loaded.config.routing.memory and not self._measuring:
+            warnings.append(MEMORY_WITHOUT_MEASURING)
         summary = diff.summary()
         log.info(
             "config reloaded (%s): %s",
@@ -269,8 +294,19 @@ def add_reload_routes(app: web.Application) -> None:
     app.router.add_post("/api/config/reload", handle_reload)
 
 
-def setup_reload(app: web.Application, source: ConfigSource | None, *, watch: bool) -> None:
+def setup_reload(
+    app: web.Application,
+    source: ConfigSource | None,
+    *,
+    watch: bool,
+    detected_resources: Mapping[str, int] | None = None,
+    measuring: bool = False,
+) -> None:
     """Create ``app[RELOADER]``; with ``watch``, poll the sources while the app runs.
+
+    ``detected_resources`` is the machine's memory read at startup (NVML), the
+    default budget of every reload; ``measuring`` says footprints are measured
+    (memory routing was on at startup).
 
     Call once ``SERVER_STATE`` and ``EVENTS_HUB`` are set, and *after* adding
     the router's cleanup context: contexts unwind in reverse, so the watcher
@@ -282,6 +318,8 @@ def setup_reload(app: web.Application, source: ConfigSource | None, *, watch: bo
         source,
         app[EVENTS_HUB],
         on_reloaded=None if feed is None else feed.publish_model_status,
+        detected_resources=detected_resources,
+        measuring=measuring,
     )
     app[RELOADER] = reloader
 

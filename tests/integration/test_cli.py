@@ -122,6 +122,21 @@ def test_check_config_reports_every_error_with_file_line_and_key(tmp_path: Path)
     assert f"{config}:4" in result.stderr
 
 
+def test_check_config_validates_memory_budgets(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "models:\n  big:\n    cmd: server --port ${PORT}\n    resources:\n      vram: 30GiB\n"
+        "routing:\n  resources: {vram: 24GiB}\n"
+    )
+    result = run_cli("check-config", str(config))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f'{config}:5: model "big" can never fit: it needs 30GiB of vram' in result.stderr
+    config.write_text(config.read_text().replace("30GiB", "20GiB"))
+    result = run_cli("check-config", str(config))
+    assert result.returncode == 0, result.stderr
+
+
 def test_check_config_warns_about_unknown_key(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("models:\n  qwen:\n    cmd: server --port ${PORT}\n    tll: 5\n")

@@ -123,3 +123,16 @@ def test_process_fields_cover_every_process_spec_input() -> None:
     assert spec_fields <= set(PROCESS_FIELDS)
     old, new = load(BASE), load(BASE.replace("name: B", "name: Bee"))
     assert process_specs(old) == process_specs(new)  # an update keeps the spec
+
+
+def test_declared_resources_are_an_update_and_the_budget_a_routing_change() -> None:
+    """``resources:`` only tell the memory policy what to count: no restart for them."""
+    old = load(BASE)
+    new = load(
+        BASE.replace("    name: B", "    name: B\n    resources: {vram: 10GiB}")
+        + "routing:\n  resources: {vram: 24GiB}\n"
+    )
+    diff = diff_configs(old, new)
+    assert diff.updated == ("b",) and diff.changed == ()
+    assert "routing.resources" in diff.sections
+    assert process_specs(old) == process_specs(new)

@@ -424,6 +424,8 @@ NOT_IN_EXAMPLE = {
     ("ModelConfig", "retryOnCrash"),
     ("ConfigDocument", "ollama"),
     ("OllamaConfig", "listen"),
+    ("ModelConfig", "resources"),  # modelswap extension: memory-aware eviction
+    ("RoutingSection", "resources"),
 }
 
 

@@ -739,6 +739,20 @@ def test_starvation_anchor_leaving_releases_blocked_requests() -> None:
     assert h.served("a") == [1, 3]
 
 
+def test_starvation_clock_starts_when_the_evictee_became_ready() -> None:
+    """maxWait counts the time the anchor waited while the evictee was resident (the rule that
+    costs nothing where nobody starves: a wait made of many short turns forces nothing)."""
+    h = Harness("abc", FakePolicy({"b": {"a", "c"}}), max_wait=30.0)
+    h.req(1, "a", now=0.0)
+    h.swap_done(1, now=0.0)  # a ready and serving
+    h.req(2, "b", now=1.0)  # the anchor: evicts a and c
+    assert h.req(3, "c", now=20.0) == [Admit(3), StartSwap(2, "c", ())]
+    h.swap_done(2, now=21.0)  # c ready at 21
+    assert h.req(4, "c", now=40.0) == [Admit(4), serve(4, "c")]  # 19 s on c: not over
+    assert h.req(5, "a", now=40.0) == [Admit(5), Positions({5: 2})]  # 39 s on a: over
+    assert h.req(6, "c", now=52.0) == [Admit(6), Positions({6: 3})]  # 31 s on c: over
+
+
 def test_starvation_ignores_models_the_anchor_would_not_evict() -> None:
     h = Harness("abc", FakePolicy({"b": {"a"}}), view={"c": "ready"}, max_wait=1.0)
     h.req(1, "a", now=0.0)

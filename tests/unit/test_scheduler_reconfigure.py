@@ -11,7 +11,10 @@ from typing import Any
 
 from modelswap.core import decisions as d
 from modelswap.core import events as e
+from modelswap.core.memory import MemoryPolicy, MemorySpec
 from tests.unit.scheduler_harness import FakePolicy, Harness, kinds, mutual
+
+GiB = 1 << 30
 
 
 def reload(h: Harness, models: Iterable[str], **changes: Any) -> list[d.Decision]:
@@ -147,3 +150,81 @@ def test_reload_during_shutdown_changes_nothing() -> None:
     h(e.ShutdownRequested(1))
     assert reload(h, ["a", "b"], replace=frozenset({"a"})) == []
     assert h.stats.retiring == ()
+
+
+# --- the memory policy is part of the rules a reload changes ------------------------------
+
+
+def memory(budget: int, **sizes: int) -> MemoryPolicy:
+    """A ``vram`` budget of ``budget`` GiB; models ``a=10`` declare that many GiB."""
+    return MemoryPolicy(
+        MemorySpec(
+            budget={"vram": budget * GiB},
+            declared={m: {"vram": n * GiB} for m, n in sizes.items()},
+        )
+    )
+
+
+def test_a_reconfigured_with_a_new_memory_policy_applies_it() -> None:
+    h = Harness("abc", memory=memory(16, a=10, b=10, c=10))
+    h.req(1, "a", now=1.0)
+    h.swap_done(1)
+    h.serve_done(1)
+    reload(h, "abc", memory=memory(32, a=10, b=10, c=10))
+    assert h.s.memory is not None and h.s.memory.spec.budget == {"vram": 32 * GiB}
+    h.req(2, "b", now=2.0)  # 16 GiB would have evicted a; 32 GiB holds both
+    assert h.swaps_started()[-1] == ("b", ())
+    h.swap_done(2)
+    h.serve_done(2)
+    reload(h, "abc", memory=memory(24, a=10, b=10, c=10))
+    h.req(3, "c", now=3.0)  # 30 > 24: the least recently used (a) goes
+    assert h.swaps_started()[-1] == ("c", ("a",)) and h.started(3).memory
+    reload(h, "abc")  # memory routing turned off: only the structural policy decides
+    assert h.s.memory is None
+
+
+def test_measured_footprints_survive_a_reload_removed_models_are_forgotten() -> None:
+    h = Harness("ab", memory=memory(32, a=10, b=10), view={"a": "ready", "b": "ready"})
+    h(e.FootprintMeasured("a", {"vram": 14 * GiB}, now=1.0))
+    h(e.FootprintMeasured("b", {"vram": 12 * GiB}, now=1.0))
+    reload(h, "ab", memory=memory(32, a=8, b=10))  # a's declaration shrank: measured stays
+    assert h.stats.footprints["a"]["vram"] == 14 * GiB
+    reload(h, "a", memory=memory(32, a=8), replace=frozenset({"b"}))
+    assert h.stats.footprints["b"]["vram"] == 12 * GiB  # still running: still counted
+    retired(h, "b")
+    assert "b" not in h.stats.footprints and h.stats.footprints["a"]["vram"] == 14 * GiB
+
+
+def test_a_removed_models_old_process_counts_until_it_has_stopped() -> None:
+    h = Harness("ab", memory=memory(16, a=10, b=10), view={"a": "ready"})
+    h.req(1, "a", now=1.0)
+    assert h.served("a") == [1]
+    reload(h, "b", memory=memory(16, b=10), replace=frozenset({"a"}))
+    h.req(2, "b", now=2.0)  # a still holds its 10 GiB while it finishes request 1
+    assert h.swaps_started() == [] and h.queue() == [2]
+    assert retires(h.serve_done(1)) == ["a"]
+    assert h.swaps_started() == []  # a stops by itself; b waits for that, not evicting it
+    retired(h, "a")
+    assert h.swaps_started() == [("b", ())] and h.queue() == []
+
+
+def test_a_replaced_model_counts_its_old_declaration_while_it_drains() -> None:
+    h = Harness("ab", memory=memory(24, a=20, b=10), view={"a": "ready"})
+    h.req(1, "a", now=1.0)
+    # The new definition declares less, but the old process was started under 20 GiB.
+    reload(h, "ab", memory=memory(24, a=10, b=10), replace=frozenset({"a"}))
+    assert h.stats.footprints["a"]["vram"] == 20 * GiB
+    h.req(2, "b", now=2.0)  # 20 + 10 > 24: b waits for the old a to stop
+    assert h.swaps_started() == [] and h.queue() == [2]
+    h.serve_done(1)
+    retired(h, "a")
+    assert h.swaps_started() == [("b", ())]
+    assert h.stats.footprints["a"]["vram"] == 10 * GiB  # the new declaration from now on
+
+
+def test_a_late_measurement_of_a_removed_model_is_dropped() -> None:
+    h = Harness("ab", memory=memory(32, a=10, b=10), view={"b": "ready"})
+    reload(h, "a", memory=memory(32, a=10), replace=frozenset({"b"}))
+    retired(h, "b")
+    h(e.FootprintMeasured("b", {"vram": 12 * GiB}, now=1.0))  # read before b stopped
+    assert "b" not in h.stats.footprints

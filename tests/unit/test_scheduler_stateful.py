@@ -24,10 +24,17 @@ from modelswap.core import events as e
 from modelswap.core.groups import GroupPolicy, GroupSpec
 from modelswap.core.matrix import compile_matrix
 from modelswap.core.matrix_policy import MatrixPolicy
+from modelswap.core.memory import MemoryPolicy, MemorySpec
 from modelswap.core.scheduler import FifoScheduler
 from tests.unit.scheduler_harness import FakePolicy
 
 MODELS = ("a", "b", "c", "d")
+MEMORY = MemoryPolicy(
+    MemorySpec(budget={"vram": 20}, declared={m: {"vram": 8} for m in MODELS}, evict_cost={"a": 3})
+)
+"""Two of the four fit at once (a third, or a measured-bigger one, must evict)."""
+TIGHT = MemoryPolicy(MemorySpec(budget={"vram": 10}, declared={m: {"vram": 8} for m in MODELS}))
+"""One at a time: what a reload that shrinks the budget switches to."""
 
 
 def _policies() -> st.SearchStrategy[object]:
@@ -77,6 +84,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         priority=st.fixed_dictionaries({m: st.integers(-1, 2) for m in MODELS}),
         max_wait=st.sampled_from([0.0, 5.0]),
         min_residency=st.sampled_from([0.0, 3.0]),
+        memory=st.sampled_from([None, MEMORY]),
     )
     def setup(
         self,
@@ -85,6 +93,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         priority: dict[str, int],
         max_wait: float,
         min_residency: float,
+        memory: MemoryPolicy | None,
     ) -> None:
         self.s = FifoScheduler(
             MODELS,
@@ -93,6 +102,7 @@ class SchedulerMachine(RuleBasedStateMachine):
             priority=priority,
             max_wait=max_wait,
             min_residency=min_residency,
+            memory=memory,
         )
         self.settings = {"max_wait": max_wait, "min_residency": min_residency}
 
@@ -243,6 +253,11 @@ class SchedulerMachine(RuleBasedStateMachine):
         if self.view[model] == "ready" and (crash or idle):
             self.view[model] = "stopped"
 
+    @rule(model=st.sampled_from(MODELS), vram=st.sampled_from([0, 8, 12, 30]))
+    def measured(self, model: str, vram: int) -> None:
+        """A footprint report (memory policy input; without one it is only remembered)."""
+        self.post(e.FootprintMeasured(model, {"vram": vram}, None))
+
     @rule(dt=st.sampled_from([1.0, 10.0]))
     def tick(self, dt: float) -> None:
         self.now += dt
@@ -254,6 +269,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         replaced=st.sets(st.sampled_from(MODELS)),
         priority=st.fixed_dictionaries({m: st.integers(-1, 2) for m in MODELS}),
         limit=st.integers(0, 4),
+        memory=st.sampled_from([None, MEMORY, TIGHT]),
     )
     def reload(
         self,
@@ -262,8 +278,10 @@ class SchedulerMachine(RuleBasedStateMachine):
         replaced: set[str],
         priority: dict[str, int],
         limit: int,
+        memory: MemoryPolicy | None,
     ) -> None:
-        """A config reload: some models removed, some replaced, new rules for all."""
+        """A config reload: some models removed, some replaced, new rules for all
+        (a new memory budget too)."""
         removed = set(self.s.models) - kept
         event = e.Reconfigured(
             frozenset(kept),
@@ -272,6 +290,7 @@ class SchedulerMachine(RuleBasedStateMachine):
             limits=dict.fromkeys(kept, limit),
             priority={m: p for m, p in priority.items() if m in kept},
             replace=frozenset(removed | (replaced & kept & set(self.s.models))),
+            memory=memory,
             **self.settings,
         )
         queued_removed = {rid for rid, model in self.s.statistics().queue if model not in kept}

@@ -27,6 +27,21 @@ function seconds(ms) {
 }
 
 /** Text for a metadata value: scalars as they are, the rest as compact JSON. */
+/** "vram 14 GiB · ram 1.2 GiB": a footprint (bytes per resource) from modelStatus. */
+export function footprintText(footprint) {
+  const units = [["GiB", 2 ** 30], ["MiB", 2 ** 20], ["KiB", 2 ** 10]];
+  const size = (bytes) => {
+    for (const [unit, scale] of units) {
+      if (bytes >= scale) return `${Number((bytes / scale).toFixed(1))} ${unit}`;
+    }
+    return `${bytes} B`;
+  };
+  return Object.entries(footprint || {})
+    .filter(([, bytes]) => bytes > 0)
+    .map(([name, bytes]) => `${name} ${size(bytes)}`)
+    .join(" · ");
+}
+
 function metaText(value) {
   return typeof value === "object" && value !== null ? JSON.stringify(value) : String(value);
 }
@@ -40,6 +55,7 @@ class ModelRow {
     this.ids = h("div", { class: "muted mono model-ids" });
     this.description = h("div", { class: "model-description" });
     this.meta = h("div", { class: "model-meta" });
+    this.footprint = h("div", { class: "muted mono model-footprint" });
     this.stateText = h("span", { class: "state-text" });
     this.bar = h("span");
     this.progress = h(
@@ -56,7 +72,7 @@ class ModelRow {
       "li",
       { class: "model-row", dataset: { model: id } },
       this.dot,
-      h("div", { class: "model-main" }, h("div", { class: "row" }, this.name), this.ids, this.description, this.meta),
+      h("div", { class: "model-main" }, h("div", { class: "row" }, this.name), this.ids, this.description, this.meta, this.footprint),
       h("div", { class: "model-status" }, this.stateText, this.loadBox, this.error),
       h("div", { class: "model-action" }, this.button),
     );
@@ -89,6 +105,9 @@ class ModelRow {
       metadata.map(([key, value]) => h("span", { class: "tag meta-tag" }, `${key}: ${metaText(value)}`)),
     );
     this.meta.hidden = metadata.length === 0;
+    const memory = footprintText(model.footprint);
+    replace(this.footprint, memory ? `memory: ${memory}` : "");
+    this.footprint.hidden = !memory;
 
     const failure = page.errors.get(this.id);
     replace(this.error, failure || "");
