@@ -1,18 +1,25 @@
 """The recorder: finished requests in; activity rows, captures, metrics out — off the request path.
 
 The HTTP layer calls :meth:`Recorder.submit` once per finished request; that
-is an append to a bounded deque and nothing else. A single writer thread takes
-what has accumulated, in batches, and does the real work: token parsing and
+is an append to a bounded deque and nothing else. Later, after the response
+went out, what has accumulated is processed in batches: token parsing and
 the SQLite insert (:meth:`ActivitySink.record_many`, one transaction per
-batch), the capture, Prometheus observations. Then the event loop is told
-(one ``call_soon_threadsafe`` per batch) so it can publish ``activity``
-events and wake :meth:`wait_flushed` callers.
+batch), the capture, Prometheus observations; then ``activity`` events are
+published and :meth:`wait_flushed` callers woken, on the event loop.
 
-Why a thread and not a task: SQLite releases the GIL while it works, so the
-inserts overlap with the event loop serving the next requests, and a slow
-file-backed store (fsync, a busy lock) can never stall the loop. Why one
-thread: the store's writes are serial anyway, and batches grow by themselves
-under load (the thread drains everything queued while it was busy).
+Where the work runs depends on the store:
+
+* **In memory** (the default): on the event loop, in slices of at most
+  :data:`INLINE_SLICE` records per loop turn, once per :data:`WAKE_DELAY`
+  window. Measured (BENCHMARKS.md): a writer thread cost *more* CPU than the
+  work itself — ~100 µs per request at 50 connections against ~40 µs inline —
+  because it fights the loop for the GIL after every batch; inline the proxy
+  served 10–20 % more requests per second. A slice stalls the loop for a few
+  milliseconds at most, and nothing in it can block (no disk).
+* **In a file** (``store.path``): one writer thread, so a slow disk (a WAL
+  checkpoint, a busy lock) can never stall the loop. One thread: the store's
+  writes are serial anyway, and batches grow by themselves under load (the
+  thread drains everything queued while it was busy).
 
 When the deque is full (the writer has fallen far behind), new records are
 dropped and counted — a request is never made to wait for its own bookkeeping.
@@ -42,6 +49,8 @@ log = logging.getLogger("modelswap.observability.recorder")
 
 MAX_PENDING = 10_000
 BATCH = 512
+INLINE_SLICE = 64
+"""Records processed per event-loop turn in inline mode (bounds the loop's stall)."""
 WAKE_DELAY = 0.05
 """Records submitted within this window wake the writer once (one batch, one transaction)."""
 
@@ -95,8 +104,11 @@ class Recorder:
         metrics: MetricsSink | None = None,
         on_stored: StoredListener | None = None,
         max_pending: int = MAX_PENDING,
+        inline: bool = False,
     ) -> None:
         self._store = store
+        self._inline = inline
+        """Process on the event loop (in-memory store), not in a writer thread."""
         self._captures = captures
         self._metrics = metrics
         self._on_stored = on_stored
@@ -129,9 +141,11 @@ class Recorder:
 
     def start(self) -> None:
         """Start the writer thread (call from the event loop that will read the results)."""
-        if self._thread is not None:
+        if self._thread is not None or self._loop is not None:
             return
         self._loop = asyncio.get_running_loop()
+        if self._inline:
+            return
         self._thread = threading.Thread(target=self._run, name="modelswap-recorder", daemon=True)
         self._thread.start()
 
@@ -158,14 +172,33 @@ class Recorder:
 
     def _wake_now(self) -> None:
         self._wake_timer = None
-        self._wake.set()
+        if self._inline:
+            self._drain_slice()
+        else:
+            self._wake.set()
+
+    def _drain_slice(self) -> None:
+        """Inline mode: process one slice on the loop; the rest at the next turn."""
+        pending = self._pending
+        batch: list[RequestRecord | _Load] = []
+        while pending and len(batch) < INLINE_SLICE:
+            batch.append(pending.popleft())
+        if batch:
+            self._batch_done(len(batch), self._process(batch))
+        if pending and self._wake_timer is None and self._loop is not None:
+            self._wake_timer = self._loop.call_later(0, self._wake_now)
 
     async def wait_flushed(self) -> None:
         """Return once everything submitted before this call has been processed."""
         target = self._submitted
         if self._processed >= target:
             return
-        self._wake.set()  # do not wait for the batching window
+        if self._inline:  # do not wait for the batching window
+            if self._wake_timer is not None:
+                self._wake_timer.cancel()
+            self._wake_timer = asyncio.get_running_loop().call_later(0, self._wake_now)
+        else:
+            self._wake.set()
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((target, waiter))
         await waiter
@@ -176,6 +209,13 @@ class Recorder:
         if self._wake_timer is not None:
             self._wake_timer.cancel()
             self._wake_timer = None
+        if self._inline:
+            while self._pending:  # what is queued still becomes rows
+                self._drain_slice()
+                if self._wake_timer is not None:
+                    self._wake_timer.cancel()
+                    self._wake_timer = None
+            return
         self._wake.set()
         thread, self._thread = self._thread, None
         if thread is not None:

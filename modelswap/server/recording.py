@@ -336,6 +336,7 @@ def setup_recording(app: web.Application, keep_limit: int) -> None:
             captures=captures if captures.enabled else None,
             metrics=app[METRICS],
             on_stored=publish_rows,
+            inline=store.path is None,  # no disk to wait for: cheaper on the loop
         )
         recorder.start()
         sinks.recorder = recorder

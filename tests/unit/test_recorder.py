@@ -107,3 +107,33 @@ async def test_close_processes_what_is_queued() -> None:
     assert len(store.rows) == 1
     recorder.submit(record(2))  # after close: dropped, never raises
     assert recorder.statistics().dropped == 1
+
+
+async def test_inline_mode_processes_on_the_loop_in_slices() -> None:
+    """The in-memory store's mode: no thread; at most INLINE_SLICE records per loop turn."""
+    from modelswap.observability.recorder import INLINE_SLICE
+
+    store, sink = FakeStore(), FakeSink()
+    slices: list[int] = []
+    recorder = Recorder(
+        store,
+        captures=sink,
+        metrics=sink,
+        on_stored=lambda stored: slices.append(len(stored)),
+        inline=True,
+    )
+    recorder.start()
+    for n in range(1, 2 * INLINE_SLICE + 11):
+        recorder.submit(record(n))
+    recorder.submit_load("m", 1.5, 0.0)
+    assert store.rows == []  # nothing on the request's path
+    await recorder.wait_flushed()
+    assert [r.request_id for r in store.rows] == list(range(1, 2 * INLINE_SLICE + 11))
+    assert store.threads == {threading.current_thread().name}  # the loop's own thread
+    assert max(slices) <= INLINE_SLICE and sum(slices) == 2 * INLINE_SLICE + 10
+    assert sink.observed == list(range(1, 2 * INLINE_SLICE + 11))
+    assert store.loads == [("m", 1.5)]
+    recorder.submit(record(999))
+    await recorder.close()  # what is queued at close still becomes a row
+    assert store.rows[-1].request_id == 999
+    assert recorder.statistics().pending == 0
