@@ -17,8 +17,9 @@ modelswap adds, all nullable so llama-swap ignores them:
   bytes), so memory-aware eviction knows what a model really uses from the
   first request after a restart (:meth:`ActivityStore.footprints`).
 
-Concurrency: the recorder's writer thread calls :meth:`record_many` while the
-event loop (or ``asyncio.to_thread``) runs the queries. There is exactly one
+Concurrency: the recorder calls :meth:`record_many` (from its writer thread
+with a file store, from the event loop in memory) while the event loop (or
+``asyncio.to_thread``) runs the queries. There is exactly one
 connection, opened with ``check_same_thread=False`` and guarded by one
 ``threading.Lock``: an in-memory database exists only inside its connection,
 so readers must share the writer's; and a ``sqlite3.Connection`` must not be

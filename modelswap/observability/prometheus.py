@@ -16,7 +16,8 @@ kinds of families, in this order:
 3. each ready upstream's own metrics, with a ``model`` label
    (:mod:`~modelswap.observability.upstream_metrics`).
 
-``observe`` runs for every request (in the recorder's writer thread, while
+``observe`` runs for every request (in the recorder's batches — on the loop, or
+in its writer thread with a file store — while
 ``on_fact`` runs on the event loop and scrapes read on the event loop), so it
 is a few dictionary lookups and ``inc``/``observe`` calls on cached label
 children. prometheus_client's children are thread-safe; the caches are only

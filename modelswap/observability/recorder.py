@@ -94,7 +94,7 @@ class RecorderStatistics:
 
 
 class Recorder:
-    """Feeds the activity store, captures and metrics from a writer thread (module doc)."""
+    """Feeds the activity store, captures and metrics: on the loop or a thread (module doc)."""
 
     def __init__(
         self,
@@ -140,7 +140,7 @@ class Recorder:
     # --- the loop's side --------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the writer thread (call from the event loop that will read the results)."""
+        """Start (call from the event loop that will read the results); inline: no thread."""
         if self._thread is not None or self._loop is not None:
             return
         self._loop = asyncio.get_running_loop()

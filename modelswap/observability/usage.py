@@ -2,8 +2,8 @@
 
 :func:`parse_record` turns a :class:`~modelswap.observability.records.RequestRecord`
 into a :class:`Usage`: the token counts, prompt/generation rates, duration and
-error message of its activity row. No I/O, no clock, no logging: it runs on
-the recorder's writer thread for every request, so it is written for speed —
+error message of its activity row. No I/O, no clock, no logging: the recorder
+runs it for every request, so it is written for speed —
 
 * a body is decompressed only when ``Content-Encoding`` says gzip/deflate;
 * an SSE body is never split into lines: the scanner looks for the few byte
