@@ -242,7 +242,9 @@ class _Capture:
 
 
 def _header_bytes(headers: Mapping[str, str] | None) -> int:
-    return sum(len(k) + len(v) + 4 for k, v in headers.items()) if headers else 0
+    if not headers:
+        return 0
+    return sum(map(len, headers)) + sum(map(len, headers.values())) + 4 * len(headers)
 
 
 def _encode(

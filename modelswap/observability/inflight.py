@@ -82,10 +82,17 @@ def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """
     shown: dict[str, str] = {}
     for name, value in headers.items():
-        key = canonical_header_key(name)
+        key, sensitive = _shown_name(name)
         if key not in shown:
-            shown[key] = REDACTED if key.lower() in SENSITIVE_HEADERS else value
+            shown[key] = REDACTED if sensitive else value
     return shown
+
+
+@functools.lru_cache(maxsize=512)
+def _shown_name(name: str) -> tuple[str, bool]:
+    """A header name as shown, and whether its value is a credential (once per name)."""
+    key = canonical_header_key(name)
+    return key, key.lower() in SENSITIVE_HEADERS
 
 
 def rfc3339_nano(wall_ns: int) -> str:

@@ -132,6 +132,10 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"invalid JSON constant {name}")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+"""One strict decoder for every body: ``json.loads`` with a keyword builds a new one per call."""
+
+
 def _loads(data: bytes) -> Any:
     """Strict JSON (NaN/Infinity rejected, as Go's validator does); ValueError if invalid.
 
@@ -140,7 +144,8 @@ def _loads(data: bytes) -> Any:
     batch — the row is stored without figures, as for any unreadable body.
     """
     try:
-        return json.loads(data, parse_constant=_reject_constant)
+        # What json.loads does with bytes (BOM, UTF-16/32 detection), with one decoder.
+        return _DECODER.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
     except (RecursionError, MemoryError) as error:
         raise ValueError(f"unparsable JSON: {type(error).__name__}") from None
 
