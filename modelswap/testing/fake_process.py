@@ -28,11 +28,26 @@ MODULE = "modelswap.testing.fake_upstream"
 POLL_INTERVAL = 0.01  # how often a condition is re-checked; never a "settle" delay
 
 
+_HANDED_OUT: set[int] = set()
+"""Ports :func:`free_port` returned in this process: never returned twice."""
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (the OS picks it; tiny race accepted)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port that was free a moment ago and was not handed out before in this process.
+
+    The OS picks it (tiny race accepted). Without the memory, a port handed to
+    a fake that has not bound it yet could be picked again for the next
+    server, and the two would collide (seen in CI: a test server and a fake
+    upstream both on one port).
+    """
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no port left that was not handed out before")
 
 
 def fake_upstream_argv(port: int | str, model_id: str, **options: Any) -> list[str]:

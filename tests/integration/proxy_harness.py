@@ -28,6 +28,7 @@ from modelswap.server.headers import is_websocket_upgrade
 from modelswap.server.peers import PeerRouter
 from modelswap.server.proxy import UPSTREAM_CLIENT, Target, join_url, setup_upstream_client
 from modelswap.server.websocket import tunnel_websocket
+from modelswap.testing.fake_process import free_port
 
 
 @dataclass
@@ -141,7 +142,9 @@ async def serving(app: web.Application) -> AsyncIterator[str]:
     """Run ``app`` on 127.0.0.1 with handler cancellation on; yield its base URL."""
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=0.5)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    # A port from free_port, not 0: the OS could hand out one already given to a
+    # fake upstream that has not started listening yet.
+    site = web.TCPSite(runner, "127.0.0.1", free_port())
     await site.start()
     host, port = runner.addresses[0][:2]
     try:
