@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,9 +118,25 @@ async def running_server(
     app = build_app(config, base_env=fake_upstream_env())
     async with serving(app) as url:
         yield Server(url, app, {f.model_id: f for f in fakes})
+    await fakes_gone(fakes)
+
+
+CHAT = {"messages": [{"role": "user", "content": "hi"}]}
+"""A minimal chat body (the model is added per request)."""
+
+
+async def fakes_gone(fakes: Iterable[Fake]) -> None:
+    """Wait until every process the fakes ever started is gone (no leaked upstream)."""
     for f in fakes:
         for ev in f.events("listening"):
             await wait_pid_gone(ev["pid"], timeout=DEADLINE)
+
+
+async def post_chat(session: aiohttp.ClientSession, model: str) -> None:
+    """One chat completion for ``model`` through ``session``; it must answer 200."""
+    async with session.post("/v1/chat/completions", json={"model": model, **CHAT}) as resp:
+        assert resp.status == 200, await resp.text()
+        await resp.read()
 
 
 async def sse_events(response: aiohttp.ClientResponse) -> list[Any]:

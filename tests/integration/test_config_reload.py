@@ -36,6 +36,7 @@ from tests.integration.server_harness import (
     Server,
     config_text,
     fake,
+    fakes_gone,
     running_server,
     sse_events,
 )
@@ -64,9 +65,7 @@ async def reloadable(
     async with serving(app) as url:
         server.url = url
         yield server, path
-    for f in fakes:
-        for ev in f.events("listening"):
-            await wait_pid_gone(ev["pid"], timeout=DEADLINE)
+    await fakes_gone(fakes)
 
 
 def edited(f: Fake, **options: Any) -> Fake:

@@ -19,11 +19,11 @@ import pytest
 from modelswap.app import ROUTER_KEY, build_app
 from modelswap.router.runtime import LocalRouter
 from modelswap.server.reload import ConfigSource
-from modelswap.testing.fake_process import fake_upstream_env, wait_pid_gone
+from modelswap.testing.fake_process import fake_upstream_env
 from tests.integration.proxy_harness import serving
-from tests.integration.router_harness import DEADLINE, Fake
-from tests.integration.server_harness import fake
-from tests.integration.test_memory_routing import FakeMemory, GiB, chat, config
+from tests.integration.router_harness import Fake
+from tests.integration.server_harness import fake, fakes_gone, post_chat
+from tests.integration.test_memory_routing import FakeMemory, GiB, config
 
 pytestmark = [pytest.mark.timeout(90)]
 
@@ -44,9 +44,7 @@ async def reloadable(
     async with serving(app) as url, aiohttp.ClientSession(url) as session:
         yield app, session
     assert memory.closed
-    for f in fakes:
-        for ev in f.events("listening"):
-            await wait_pid_gone(ev["pid"], timeout=DEADLINE)
+    await fakes_gone(fakes)
 
 
 async def reload(session: aiohttp.ClientSession) -> tuple[int, dict[str, Any]]:
@@ -68,8 +66,8 @@ async def test_a_new_budget_decides_the_next_swap(tmp_path: Path) -> None:
         session,
     ):
         router = app[ROUTER_KEY]
-        await chat(session, "a")
-        await chat(session, "b")  # 20 > 16: b evicts a
+        await post_chat(session, "a")
+        await post_chat(session, "b")  # 20 > 16: b evicts a
         assert states(router) == {"a": "stopped", "b": "ready", "c": "stopped"}
 
         path.write_text(config(fakes, store, "vram: 32GiB"))
@@ -78,7 +76,7 @@ async def test_a_new_budget_decides_the_next_swap(tmp_path: Path) -> None:
         assert body["summary"]["sections"] == ["routing.resources"]
         assert body["summary"]["unchanged"] == ["a", "b", "c"]  # no model restarts
         b_pid = router.processes["b"].pid
-        await chat(session, "a")  # 20 <= 32: a starts beside b
+        await post_chat(session, "a")  # 20 <= 32: a starts beside b
         assert states(router) == {"a": "ready", "b": "ready", "c": "stopped"}
         assert router.processes["b"].pid == b_pid
         assert [f.starts for f in fakes] == [2, 1, 0]
@@ -88,7 +86,7 @@ async def test_a_new_budget_decides_the_next_swap(tmp_path: Path) -> None:
         assert status == 200, body
         # A reload stops nothing by itself: the new budget applies to the next swap.
         assert states(router) == {"a": "ready", "b": "ready", "c": "stopped"}
-        await chat(session, "c")  # 10 + 20 > 16: both must go for c
+        await post_chat(session, "c")  # 10 + 20 > 16: both must go for c
         assert states(router) == {"a": "stopped", "b": "stopped", "c": "ready"}
         async with session.get("/api/timeline") as resp:
             swaps = (await resp.json())["swaps"]
@@ -110,7 +108,7 @@ async def test_a_reload_that_cannot_fit_the_detected_budget_changes_nothing(
     text = config(fakes, store)
     async with reloadable(path, text, memory, fakes) as (app, session):
         router = app[ROUTER_KEY]
-        await chat(session, "a")
+        await post_chat(session, "a")
         path.write_text(text.replace("resources: {vram: 10GiB}", "resources: {vram: 40GiB}", 1))
         status, body = await reload(session)
         assert status == 422, body
@@ -120,7 +118,7 @@ async def test_a_reload_that_cannot_fit_the_detected_budget_changes_nothing(
         assert 'model "a" can never fit: it needs 40GiB of vram' in problem["message"]
         # Nothing changed: the old declaration still counts, and a and b still fit together.
         assert router.statistics().scheduler.footprints["a"]["vram"] == 10 * GiB
-        await chat(session, "b")
+        await post_chat(session, "b")
         assert states(router) == {"a": "ready", "b": "ready"}
 
 
@@ -136,13 +134,13 @@ async def test_a_reload_can_turn_memory_routing_on(tmp_path: Path) -> None:
     memory.closed = True  # never opened: no resources at startup
     async with reloadable(path, plain, memory, fakes) as (app, session):
         router = app[ROUTER_KEY]
-        await chat(session, "a")
-        await chat(session, "b")  # llama-swap's (default) group: one at a time
+        await post_chat(session, "a")
+        await post_chat(session, "b")  # llama-swap's (default) group: one at a time
         assert states(router) == {"a": "stopped", "b": "ready"}
         path.write_text(config(fakes, store, "vram: 32GiB"))
         status, body = await reload(session)
         assert status == 200, body
         assert body["summary"]["updated"] == ["a", "b"]  # declared sizes: no restart
         assert any("memory routing was off at startup" in w for w in body["warnings"])
-        await chat(session, "a")  # shared by the budget now: 20 <= 32
+        await post_chat(session, "a")  # shared by the budget now: 20 <= 32
         assert states(router) == {"a": "ready", "b": "ready"}

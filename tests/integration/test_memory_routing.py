@@ -24,15 +24,14 @@ from modelswap.config import load_config_text
 from modelswap.errors import ConfigError
 from modelswap.server.events import EVENTS_FEED
 from modelswap.server.footprints_setup import FOOTPRINTS
-from modelswap.testing.fake_process import fake_upstream_env, wait_pid_gone
+from modelswap.testing.fake_process import fake_upstream_env
 from tests.integration.proxy_harness import serving
 from tests.integration.router_harness import DEADLINE, Fake
-from tests.integration.server_harness import fake
+from tests.integration.server_harness import fake, fakes_gone, post_chat
 
 pytestmark = [pytest.mark.timeout(90)]
 
 GiB = 1 << 30
-CHAT = {"messages": [{"role": "user", "content": "hi"}]}
 
 
 class FakeMemory:
@@ -75,15 +74,7 @@ async def serve(text: str, memory: FakeMemory, fakes: list[Fake]) -> AsyncIterat
     async with serving(app) as url:
         yield app, url
     assert memory.closed
-    for f in fakes:
-        for ev in f.events("listening"):
-            await wait_pid_gone(ev["pid"], timeout=DEADLINE)
-
-
-async def chat(session: aiohttp.ClientSession, model: str) -> None:
-    async with session.post("/v1/chat/completions", json={"model": model, **CHAT}) as resp:
-        assert resp.status == 200, await resp.text()
-        await resp.read()
+    await fakes_gone(fakes)
 
 
 class Measurements:
@@ -122,9 +113,9 @@ async def test_models_share_the_detected_budget_and_measured_memory_evicts(
     text = config(fakes, tmp_path / "store.db")
     async with serve(text, memory, fakes) as (app, url):
         async with aiohttp.ClientSession(url) as session:
-            await chat(session, "a")
+            await post_chat(session, "a")
             await measured(app, "a")
-            await chat(session, "b")
+            await post_chat(session, "b")
             await measured(app, "b")
             # Not one at a time: a and b run side by side (30 of 32 GiB declared).
             assert {m: f.starts for m, f in zip("abc", fakes, strict=True)} == {
@@ -145,8 +136,8 @@ async def test_models_share_the_detected_budget_and_measured_memory_evicts(
             assert running["a"]["footprint"] == {"ram": GiB, "vram": 14 * GiB, "vram:0": 0}
             status = {m["id"]: m for m in app[EVENTS_FEED].model_status()}
             assert status["a"]["footprint"]["vram"] == 14 * GiB
-            await chat(session, "b")  # b used last: a is the least recently used
-            await chat(session, "c")
+            await post_chat(session, "b")  # b used last: a is the least recently used
+            await post_chat(session, "c")
             stats = app[ROUTER_KEY].statistics()
             assert stats.state("a") == "stopped"
             assert stats.state("b") == stats.state("c") == "ready"
@@ -182,15 +173,13 @@ async def test_no_resources_keeps_llama_swap_default_group(tmp_path: Path) -> No
     loaded = load_config_text(f"models:\n{models}\n", "t.yaml", environ={}).config
     app = build_app(loaded, base_env=fake_upstream_env(), memory_opener=opener)
     async with serving(app) as url, aiohttp.ClientSession(url) as session:
-        await chat(session, "a")
-        await chat(session, "b")  # the (default) group: b evicts a
+        await post_chat(session, "a")
+        await post_chat(session, "b")  # the (default) group: b evicts a
         assert app[ROUTER_KEY].statistics().state("a") == "stopped"
         async with session.get("/running") as resp:
             assert [r for r in (await resp.json())["running"] if "footprint" in r] == []
     assert opened == []  # no resources configured: no memory source at all
-    for f in fakes:
-        for ev in f.events("listening"):
-            await wait_pid_gone(ev["pid"], timeout=DEADLINE)
+    await fakes_gone(fakes)
 
 
 def test_a_model_larger_than_the_detected_budget_is_a_config_error(tmp_path: Path) -> None:

@@ -24,11 +24,11 @@ from modelswap.app import build_app
 from modelswap.config import load_config_text
 from modelswap.observability.performance import parse_rfc3339, rfc3339
 from modelswap.server.metrics_routes import GPU_OPENER, METRICS
-from modelswap.testing.fake_process import fake_upstream_env, wait_pid_gone
+from modelswap.testing.fake_process import fake_upstream_env
 from tests.fake_gpu import FakeGpu
 from tests.integration.proxy_harness import serving
-from tests.integration.router_harness import DEADLINE, Fake
-from tests.integration.server_harness import Server, config_text, fake
+from tests.integration.router_harness import Fake
+from tests.integration.server_harness import Server, config_text, fake, fakes_gone
 
 pytestmark = [pytest.mark.timeout(60)]
 
@@ -49,9 +49,7 @@ async def serve(
     app[GPU_OPENER] = lambda: gpu
     async with serving(app) as url:
         yield Server(url, app, {f.model_id: f for f in fakes})
-    for f in fakes:
-        for ev in f.events("listening"):
-            await wait_pid_gone(ev["pid"], timeout=DEADLINE)
+    await fakes_gone(fakes)
 
 
 async def chat(server: Server, model: str) -> None:

@@ -20,15 +20,14 @@ import pytest
 from modelswap.app import build_app
 from modelswap.config import load_config_text
 from modelswap.server.metrics_routes import GPU_OPENER
-from modelswap.testing.fake_process import fake_upstream_env, wait_pid_gone
+from modelswap.testing.fake_process import fake_upstream_env
 from tests.fake_gpu import FakeGpu
 from tests.integration.proxy_harness import serving
 from tests.integration.router_harness import DEADLINE, Fake
-from tests.integration.server_harness import Server, config_text, fake
+from tests.integration.server_harness import Server, config_text, fake, fakes_gone, post_chat
 
 pytestmark = [pytest.mark.timeout(60)]
 
-CHAT = {"messages": [{"role": "user", "content": "hi"}]}
 MB = 1024 * 1024
 
 
@@ -41,15 +40,7 @@ async def serve(fakes: list[Fake], gpu: FakeGpu | None) -> AsyncIterator[Server]
     app[GPU_OPENER] = lambda: gpu
     async with serving(app) as url:
         yield Server(url, app, {f.model_id: f for f in fakes})
-    for f in fakes:
-        for ev in f.events("listening"):
-            await wait_pid_gone(ev["pid"], timeout=DEADLINE)
-
-
-async def chat(session: aiohttp.ClientSession, model: str) -> None:
-    async with session.post("/v1/chat/completions", json={"model": model, **CHAT}) as resp:
-        assert resp.status == 200, await resp.text()
-        await resp.read()
+    await fakes_gone(fakes)
 
 
 async def processes(session: aiohttp.ClientSession) -> list[dict[str, Any]]:
@@ -63,8 +54,8 @@ async def test_running_models_with_their_trees(tmp_path: Path) -> None:
     fakes = [fake(tmp_path, "a", fork_grandchild=True), fake(tmp_path, "b")]
     async with serve(fakes, gpu=None) as server, server.session() as session:
         assert await processes(session) == []  # nothing loaded yet
-        await chat(session, "a")
-        await chat(session, "b")
+        await post_chat(session, "a")
+        await post_chat(session, "b")
         pid_a = fakes[0].events("listening")[-1]["pid"]
         pid_b = fakes[1].events("listening")[-1]["pid"]
         grandchildren = psutil.Process(pid_a).children(recursive=True)
@@ -84,7 +75,7 @@ async def test_running_models_with_their_trees(tmp_path: Path) -> None:
         assert all(p["gpu_memory_bytes"] is None for p in first)  # no GPU: null, no error
 
         for _ in range(100):  # work for a's server between two readings
-            await chat(session, "a")
+            await post_chat(session, "a")
         second = await processes(session)
         assert second[0]["cpu_percent"] > 0.0
         assert second[0]["uptime_s"] >= a["uptime_s"]
@@ -97,8 +88,8 @@ async def test_gpu_memory_per_tree_from_the_gpu_source(tmp_path: Path) -> None:
     gpu = FakeGpu()
     fakes = [fake(tmp_path, "a", fork_grandchild=True), fake(tmp_path, "b")]
     async with serve(fakes, gpu=gpu) as server, server.session() as session:
-        await chat(session, "a")
-        await chat(session, "b")
+        await post_chat(session, "a")
+        await post_chat(session, "b")
         pid_a = fakes[0].events("listening")[-1]["pid"]
         (grandchild,) = psutil.Process(pid_a).children(recursive=True)
         gpu.processes = {pid_a: 5 * MB, grandchild.pid: 7 * MB, 1: 99 * MB}
