@@ -802,3 +802,9 @@ def test_churn_sim_bounds_the_worst_wait() -> None:
     assert max(bounded.waits) < max(off.waits)
     assert max(bounded.waits) < 30.0 + 60.0  # the bound, plus draining and loading
     assert sim.simulate_naive(trace, 1.0).swaps > bounded.swaps >= off.swaps
+    # Upstreams with 8 slots (the rest of a model's requests wait inside it): the
+    # bound holds as without slots, and a wait counts until the request is served.
+    off8 = sim.simulate(trace, 1.0, 0.0, 0.0, "off", slots=8)
+    bounded8 = sim.simulate(trace, 1.0, 30.0, 10.0, "bounded", slots=8)
+    assert max(bounded8.cold_waits) < min(max(off8.cold_waits), 30.0 + 25.0 + 10.0)
+    assert bounded8.swaps <= off8.swaps * 1.15
