@@ -8,7 +8,7 @@ A model whose ``cmd`` names no ``.gguf`` file has size 0 and empty details.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from modelswap.config import ModelConfig
@@ -73,6 +73,24 @@ class Running:
     """Seconds since its last request ended (0 while one is in flight)."""
     ttl: float
     """Its TTL in force; ≤ 0 = never unloads."""
+    footprint: Mapping[str, int] = field(default_factory=dict)
+    """Bytes per resource (``vram``, ``vram:N``, ``ram``) memory routing counts for it;
+    empty without ``resources`` in the config."""
+
+
+def memory_sizes(facts: ModelFacts, footprint: Mapping[str, int]) -> tuple[int, int]:
+    """``(size, size_vram)`` for ``/api/ps``: Ollama's total and GPU bytes of a loaded model.
+
+    From the footprint memory routing keeps (the larger of declared and
+    measured; per-GPU ``vram:N`` summed when no host ``vram`` is given), so a
+    client sees what the model really holds; the file size, and 0 in VRAM,
+    when there is none (no ``resources`` configured, or nothing on a GPU).
+    """
+    vram = footprint.get("vram")
+    if vram is None:
+        vram = sum(v for k, v in footprint.items() if k.startswith("vram:"))
+    total = vram + footprint.get("ram", 0)
+    return max(facts.size, total), vram
 
 
 def ps(running: Sequence[Running], now: float) -> JsonDict:
@@ -83,7 +101,7 @@ def ps(running: Sequence[Running], now: float) -> JsonDict:
         del entry["modified_at"]
         left = item.ttl - item.idle_for if item.ttl > 0 else FOREVER_SECONDS
         entry["expires_at"] = created_at(now + max(0.0, left))
-        entry["size_vram"] = 0
+        entry["size"], entry["size_vram"] = memory_sizes(item.facts, item.footprint)
         if item.facts.context:
             entry["context_length"] = item.facts.context
         models.append(entry)

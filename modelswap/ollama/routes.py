@@ -114,13 +114,16 @@ async def tags(request: web.Request) -> web.Response:
 async def ps(request: web.Request) -> web.Response:
     state = request.app[SERVER_STATE]
     now = time.monotonic()
+    footprints = state.router.statistics().scheduler.footprints
     running: list[listing.Running] = []
     for model_id, process in state.router.processes.items():
         if process.state is not ProcessState.READY:
             continue
         st = process.statistics()
         idle = 0.0 if st.in_flight or st.last_use is None else max(0.0, now - st.last_use)
-        running.append(listing.Running(_facts(state, model_id)[0], idle, process.ttl))
+        facts = _facts(state, model_id)[0]
+        footprint = footprints.get(model_id, {})
+        running.append(listing.Running(facts, idle, process.ttl, footprint))
     return web.json_response(listing.ps(running, time.time()))
 
 

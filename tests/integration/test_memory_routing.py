@@ -136,6 +136,12 @@ async def test_models_share_the_detected_budget_and_measured_memory_evicts(
             assert running["a"]["footprint"] == {"ram": GiB, "vram": 14 * GiB, "vram:0": 0}
             status = {m["id"]: m for m in app[EVENTS_FEED].model_status()}
             assert status["a"]["footprint"]["vram"] == 14 * GiB
+            async with session.get("/ollama/api/ps") as resp:
+                loaded = {m["model"]: m for m in (await resp.json())["models"]}
+            assert (loaded["a:latest"]["size"], loaded["a:latest"]["size_vram"]) == (
+                15 * GiB,
+                14 * GiB,
+            )
             await post_chat(session, "b")  # b used last: a is the least recently used
             await post_chat(session, "c")
             stats = app[ROUTER_KEY].statistics()

@@ -164,6 +164,26 @@ def test_ps_expiry(idle: float, ttl: float, left: float) -> None:
     assert "modified_at" not in entry
 
 
+GIB = 1 << 30
+
+
+@pytest.mark.parametrize(
+    ("footprint", "size", "size_vram"),
+    [
+        ({}, 5_000_000_000, 0),  # no memory routing: the file, nothing known on a GPU
+        ({"vram": 7 * GIB, "ram": GIB}, 8 * GIB, 7 * GIB),
+        ({"vram:0": 3 * GIB, "vram:1": 3 * GIB}, 6 * GIB, 6 * GIB),  # per-GPU only: summed
+        ({"vram": 4 * GIB, "vram:0": 4 * GIB}, 5_000_000_000, 4 * GIB),  # host total wins
+        ({"ram": GIB}, 5_000_000_000, 0),  # CPU only, smaller than its file
+    ],
+)
+def test_ps_sizes_come_from_the_memory_footprint(
+    footprint: dict[str, int], size: int, size_vram: int
+) -> None:
+    (entry,) = ps([Running(FACTS, 0.0, 60.0, footprint)], 1_700_000_000.0)["models"]
+    assert (entry["size"], entry["size_vram"]) == (size, size_vram)
+
+
 def test_show() -> None:
     cfg = config()
     out = show(FACTS, cfg.models["qwen3"], "/m/Qwen3-8B-Q4_K_M.gguf", now=0.0)
