@@ -80,7 +80,7 @@ from modelswap.server.headers import (
     upstream_request_headers,
 )
 from modelswap.server.loading import error_events
-from modelswap.server.recording import Observation, observation
+from modelswap.server.recording import CANCELLED_BY_API, Observation, observation
 
 log = logging.getLogger("modelswap.server.proxy")
 
@@ -369,11 +369,33 @@ async def _copy_body(
     """Relay chunks until EOF; True when the upstream body was read to the end.
 
     An SSE stream the upstream cuts short ends with an SSE error event and
-    ``data: [DONE]`` (:func:`sse_epilogue`), so clients see why it ended.
+    ``data: [DONE]`` (:func:`sse_epilogue`), so clients see why it ended; so
+    does one cancelled through ``/api/inflight/<id>/cancel`` (the cancellation
+    still propagates: the handler's cleanup and the upstream abort run as for
+    any cancel, but the client gets a complete response instead of a cut one).
     """
+    written = [b""]  # the last chunk written: does the closing event need a blank line?
+    try:
+        return await _relay_chunks(upstream, response, target, seen, written)
+    except asyncio.CancelledError as cancel:
+        if cancel.args == (CANCELLED_BY_API,) and _is_sse(response):
+            message = f"{target.error_prefix}: request cancelled"
+            epilogue = sse_epilogue(written[0], target.error_prefix, message, status=503)
+            await _end_sse(response, seen, epilogue)
+        raise
+
+
+async def _relay_chunks(
+    upstream: UpstreamResponse,
+    response: web.StreamResponse,
+    target: Target,
+    seen: Observation | None,
+    written: list[bytes],
+) -> bool:
+    """:func:`_copy_body`'s loop; ``written[0]`` is kept as the last chunk written."""
     chunk = b""
     while True:
-        last = chunk
+        last = written[0] = chunk
         try:
             chunk = await upstream.content.readany()
         except UPSTREAM_ERRORS as error:
@@ -384,14 +406,11 @@ async def _copy_body(
             )
             if response.content_length is not None:
                 response.force_close()  # a short fixed-length body cannot end cleanly
-            elif SSE_CONTENT_TYPE in response.headers.get("Content-Type", "").lower():
-                epilogue = sse_epilogue(last, target.error_prefix)
-                with contextlib.suppress(ConnectionError):
-                    await response.write(epilogue)
-                    add_body_bytes(response, len(epilogue))
-                    if seen is not None:
-                        seen.tee(epilogue)
-            await _finish(response)
+                await _finish(response)
+            elif _is_sse(response):
+                await _end_sse(response, seen, sse_epilogue(last, target.error_prefix))
+            else:
+                await _finish(response)
             return False
         if not chunk:
             await _finish(response)
@@ -455,9 +474,25 @@ async def _read_small_body(
     return response
 
 
-def sse_epilogue(last: bytes, error_prefix: str) -> bytes:
+def _is_sse(response: web.StreamResponse) -> bool:
+    return (
+        response.prepared and SSE_CONTENT_TYPE in response.headers.get("Content-Type", "").lower()
+    )
+
+
+async def _end_sse(response: web.StreamResponse, seen: Observation | None, epilogue: bytes) -> None:
+    """Write the closing events of a stream that ends early, then end the body."""
+    with contextlib.suppress(ConnectionError):
+        await response.write(epilogue)
+        add_body_bytes(response, len(epilogue))
+        if seen is not None:
+            seen.tee(epilogue)
+    await _finish(response)
+
+
+def sse_epilogue(last: bytes, error_prefix: str, message: str = "", status: int = 502) -> bytes:
     """The events that end a cut SSE stream, after a blank line if ``last`` left one open."""
-    events = error_events(502, f"{error_prefix}: upstream disconnected mid-stream")
+    events = error_events(status, message or f"{error_prefix}: upstream disconnected mid-stream")
     if not last or last.endswith(b"\n\n"):
         return events
     return (b"\n" if last.endswith(b"\n") else b"\n\n") + events

@@ -215,12 +215,17 @@ class Observation:
             self._inflight.end(self._inflight_id)
 
 
+CANCELLED_BY_API = "cancelled by POST /api/inflight/<id>/cancel"
+"""The cancellation message the in-flight API's cancel carries, so a relay can tell it
+from a disconnect or shutdown and end an SSE stream already under way cleanly."""
+
+
 def _canceller(task: asyncio.Task[object] | None) -> Callable[[], None]:
     """``POST /api/inflight/<id>/cancel`` cancels the handler's task (aborting upstream)."""
 
     def cancel() -> None:
         if task is not None:
-            task.cancel()
+            task.cancel(CANCELLED_BY_API)
 
     return cancel
 

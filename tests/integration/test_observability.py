@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
-import contextlib
+import json
 import random
 import time
 from pathlib import Path
@@ -202,10 +202,16 @@ async def test_inflight_cancel_through_a_real_stream_and_its_row(tmp_path: Path)
             )  # fmt: skip
             async with session.post(f"/api/inflight/{entry['id']}/cancel") as resp:
                 assert resp.status == 200
-            # The stream ends early instead of running 10 s: the handler's task is
-            # cancelled, so the connection is cut mid-body.
-            with contextlib.suppress(aiohttp.ClientPayloadError):
-                await stream.read()
+            # The stream ends early instead of running 10 s, and cleanly: a closing
+            # error event and [DONE], then the end of the body (no cut connection).
+            body = await stream.read()
+        events_text = [e for e in body.decode().split("\n\n") if e.strip()]
+        assert events_text[-1] == "data: [DONE]"
+        closing = json.loads(events_text[-2].removeprefix("data: "))
+        assert closing["error"]["message"].endswith("request cancelled")
+        assert closing["error"]["code"] == "service_unavailable"
+        assert all(e.startswith("data: ") for e in events_text)  # no event was cut in half
+        assert len(events_text) < 200  # ended early, not after every chunk
         _, removed = await events.until(
             lambda kind, data: kind == "inflight" and data["operation"] == "remove"
         )
