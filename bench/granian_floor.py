@@ -36,6 +36,7 @@ import contextlib
 import functools
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -43,6 +44,7 @@ import sys
 import tempfile
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -347,8 +349,20 @@ class _Servers:
                 proc.wait()
 
 
-Cell = tuple[Any, Any, "float | None"]
-"""One measurement: the target's LoadResult, direct's of the same round, CPU s per request."""
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One wrk run of one target, with what it cost in CPU seconds per request."""
+
+    result: Any  # loadgen.LoadResult (imported lazily, see run())
+    direct: Any  # direct's LoadResult of the same round and connection count
+    cpu: float | None
+    """The proxy's own processes (``None`` for direct: no proxy)."""
+    rest: float
+    """Everything else on the request's path: the fake upstream and wrk."""
+
+
+BUDGET_CORES = 2
+GOAL_RPS = 8000.0
 
 
 def _start_targets(
@@ -392,7 +406,7 @@ def run(quick: bool = False, repeat: int = 2) -> tuple[list[str], list[str]]:
     """
     import psutil
     from loadgen import CHAT_BODY, ModelswapProcess
-    from proxy_overhead import PATH, WRK_SCRIPT, _warm, run_wrk, write_config
+    from proxy_overhead import PATH, WRK_SCRIPT, _warm, write_config
 
     from modelswap.testing.fake_process import free_port
 
@@ -423,58 +437,93 @@ def run(quick: bool = False, repeat: int = 2) -> tuple[list[str], list[str]]:
                 for name, pid in pids.items():
                     first = psutil.Process(pid)
                     cpu_of[name] = [first, *first.children(recursive=True)]
-                for round_ in range(repeat):
-                    for conns in (1, 50):
-                        direct = None
-                        for name, url in targets.items():
-                            procs = cpu_of.get(name, [])
-                            before = _tree_cpu(procs)
-                            r = run_wrk(url, conns, duration, script)
-                            cpu = (
-                                (_tree_cpu(procs) - before) / max(r.requests, 1) if procs else None
-                            )
-                            direct = r if name == "direct" else direct
-                            runs.setdefault((name, conns), []).append((r, direct, cpu))
-                            print(
-                                f"  [{round_ + 1}/{repeat}] {name:30s} c={conns:<3d} "
-                                f"{r.rps:7.0f} req/s  p50 {r.p50 * 1e6:6.0f} µs  "
-                                f"p99 {r.p99 * 1e6:6.0f} µs  errors {r.errors}"
-                                + (f"  cpu {cpu * 1e6:4.0f} µs/req" if cpu is not None else ""),
-                                flush=True,
-                            )
+                upstream = psutil.Process(ms.pid).children()  # the fake upstream
+                runs = _rounds(targets, cpu_of, upstream, repeat, duration, script)
             finally:
                 servers.close()
-    return _table(runs, duration, repeat), notes
+    return _table(runs, duration, repeat, notes), notes
 
 
-def _table(runs: dict[tuple[str, int], list[Cell]], duration: float, repeat: int) -> list[str]:
+def _rounds(
+    targets: dict[str, str],
+    cpu_of: dict[str, list[Any]],
+    upstream: list[Any],
+    repeat: int,
+    duration: float,
+    script: Path,
+) -> dict[tuple[str, int], list[Cell]]:
+    """``repeat`` rounds; each measures every target at 1 then 50 connections."""
+    from proxy_overhead import run_wrk
+
+    runs: dict[tuple[str, int], list[Cell]] = {}
+    for round_ in range(repeat):
+        for conns in (1, 50):
+            direct = None
+            for name, url in targets.items():
+                procs = cpu_of.get(name, [])
+                before, others = _tree_cpu(procs), _tree_cpu(upstream) + _children_cpu()
+                r = run_wrk(url, conns, duration, script)
+                n = max(r.requests, 1)
+                cpu = (_tree_cpu(procs) - before) / n if procs else None
+                rest = (_tree_cpu(upstream) + _children_cpu() - others) / n
+                direct = r if name == "direct" else direct
+                runs.setdefault((name, conns), []).append(Cell(r, direct, cpu, rest))
+                print(
+                    f"  [{round_ + 1}/{repeat}] {name:33s} c={conns:<3d} "
+                    f"{r.rps:7.0f} req/s  p50 {r.p50 * 1e6:6.0f} µs  "
+                    f"p99 {r.p99 * 1e6:6.0f} µs  errors {r.errors}  "
+                    + (f"cpu {cpu * 1e6:4.0f} µs/req  " if cpu is not None else "")
+                    + f"upstream+wrk {rest * 1e6:4.0f} µs/req",
+                    flush=True,
+                )
+    return runs
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's waited-for children: every wrk run so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _table(
+    runs: dict[tuple[str, int], list[Cell]], duration: float, repeat: int, notes: list[str]
+) -> list[str]:
+    us = "{:.0f} µs"
     md = [
         f"wrk, small non-streaming `POST /v1/chat/completions`, {duration:g} s per cell, "
         f"{repeat} interleaved round(s), ranges over the rounds; added = target − direct "
-        "of the same round; CPU = the proxy's own processes (all threads), per request.",
+        "of the same round; CPU = the proxy's own processes (all threads) per request; "
+        "upstream + wrk = the fake upstream's and wrk's CPU per request in the same cell.",
         "",
         "| target | c=1 added p50 | c=1 added p99 | c=1 CPU/req | c=50 req/s | c=50 CPU/req "
-        "| errors |",
-        "|---|---|---|---|---|---|---|",
+        "| c=50 upstream + wrk CPU/req | errors |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    names = [name for name, conns in runs if conns == 1]
-    for name in names:
+    for name in [name for name, conns in runs if conns == 1]:
         one, fifty = runs[name, 1], runs[name, 50]
         if name == "direct":
-            added50 = _range([r.p50 * 1e6 for r, _, _ in one], "{:.0f} µs") + " (p50 itself)"
-            added99 = _range([r.p99 * 1e6 for r, _, _ in one], "{:.0f} µs") + " (p99 itself)"
+            added50 = _range([c.result.p50 * 1e6 for c in one], us) + " (p50 itself)"
+            added99 = _range([c.result.p99 * 1e6 for c in one], us) + " (p99 itself)"
         else:
-            added50 = _range([(r.p50 - d.p50) * 1e6 for r, d, _ in one], "{:+.0f} µs")
-            added99 = _range([(r.p99 - d.p99) * 1e6 for r, d, _ in one], "{:+.0f} µs")
-        cpu1 = [c * 1e6 for _, _, c in one if c is not None]
-        cpu50 = [c * 1e6 for _, _, c in fifty if c is not None]
-        errors = sum(r.errors for r, _, _ in one + fifty)
+            added50 = _range([(c.result.p50 - c.direct.p50) * 1e6 for c in one], "{:+.0f} µs")
+            added99 = _range([(c.result.p99 - c.direct.p99) * 1e6 for c in one], "{:+.0f} µs")
+        cpu1 = [c.cpu * 1e6 for c in one if c.cpu is not None]
+        cpu50 = [c.cpu * 1e6 for c in fifty if c.cpu is not None]
+        errors = sum(c.result.errors for c in one + fifty)
         md.append(
-            f"| {name} | {added50} | {added99} | "
-            f"{_range(cpu1, '{:.0f} µs') if cpu1 else '—'} | "
-            f"{_range([r.rps for r, _, _ in fifty], '{:,.0f}')} | "
-            f"{_range(cpu50, '{:.0f} µs') if cpu50 else '—'} | {errors} |"
+            f"| {name} | {added50} | {added99} | {_range(cpu1, us) if cpu1 else '—'} | "
+            f"{_range([c.result.rps for c in fifty], '{:,.0f}')} | "
+            f"{_range(cpu50, us) if cpu50 else '—'} | "
+            f"{_range([c.rest * 1e6 for c in fifty], us)} | {errors} |"
         )
+    budget = BUDGET_CORES / GOAL_RPS * 1e6
+    rest = [c.rest * 1e6 for c in runs["direct", 50]]
+    notes.append(
+        f"CPU budget for {GOAL_RPS:,.0f} req/s on {BUDGET_CORES} cores: {budget:.0f} µs per "
+        f"request for wrk + upstream + proxy together; wrk + upstream alone took "
+        f"{_range(rest, us)} (direct, c=50), leaving the proxy at most "
+        f"{_range([budget - r for r in rest], us)}."
+    )
     return md
 
 
