@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import importlib.util
 import json
 import os
 import resource
@@ -413,6 +414,8 @@ def run(quick: bool = False, repeat: int = 2) -> tuple[list[str], list[str]]:
     duration = 2.0 if quick else 6.0
     if shutil.which("wrk") is None:
         return ["wrk not installed: skipped."], []
+    if importlib.util.find_spec("granian") is None:
+        return ["granian not installed (`pip install -e .[bench]`): skipped."], []
     notes: list[str] = []
     runs: dict[tuple[str, int], list[Cell]] = {}
     with tempfile.TemporaryDirectory(prefix="modelswap-bench-") as tmpdir:
