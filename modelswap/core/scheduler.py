@@ -44,7 +44,7 @@ Where this differs from llama-swap (router spec §9), and why:
 * §9 #24 — releasing a reservation or in-flight slot that is not held clamps at
   zero and returns a ``Diagnostic`` instead of crashing the router.
 * §9 #1 — optional starvation bound (``max_wait``, ``min_residency``), off by
-  default; see :meth:`FifoScheduler._starvation_blocks`.
+  default; see :mod:`.starvation`.
 * Requests are identified by ID, so ``ServeDone``/``GrantUndelivered`` name the
   request, not the model: a duplicate report is detected instead of silently
   decrementing another request's slot.
@@ -57,7 +57,6 @@ Where this differs from llama-swap (router spec §9), and why:
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -69,8 +68,9 @@ from modelswap.core.memory import MemoryPolicy
 from modelswap.core.memory_book import MemoryBook
 from modelswap.core.policy import EvictionPolicy
 from modelswap.core.queue import RequestQueue
-from modelswap.core.residency import Residency
 from modelswap.core.scheduler_stats import SchedulerStats, SwapInfo
+from modelswap.core.starvation import StarvationBound
+from modelswap.core.swaps import SwapTable
 
 __all__ = ["DEFAULT_LIMIT", "FifoScheduler", "ProcessView", "SchedulerStats", "SwapInfo"]
 
@@ -91,14 +91,6 @@ class _Request:
     stage: Literal["queued", "waiting", "serving"] = "queued"
     swap_id: int | None = None
     resident_at_arrival: Mapping[str, float] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class _Swap:
-    swap_id: int
-    target: str
-    evict: tuple[str, ...]
-    waiters: list[int] = field(default_factory=list)
 
 
 class FifoScheduler:
@@ -131,27 +123,19 @@ class FifoScheduler:
             unknown = sorted(set(mapping) - self._models)
             if unknown:
                 raise ValueError(f"{what} for unknown model(s) {unknown}: use real model IDs")
-        if max_wait < 0 or min_residency < 0:
-            raise ValueError("max_wait and min_residency must be >= 0")
         self._policy = policy
         self._book = MemoryBook(memory)
         self._limits = {m: n for m, n in (limits or {}).items() if n > 0}
         self._default_limit = default_limit if default_limit > 0 else DEFAULT_LIMIT
         self._priority = dict(priority or {})
-        self._max_wait = max_wait
-        self._min_residency = min_residency
+        self._starvation = StarvationBound(max_wait, min_residency)
         self._name = router_name
         self._retiring: dict[str, bool] = {}  # model -> its RetireModel was sent
 
         self._requests: dict[int, _Request] = {}
         self._queue = RequestQueue()
-        self._swaps: dict[int, _Swap] = {}  # insertion order = start order
-        self._swap_of: dict[str, int] = {}  # target -> swap_id
-        self._unloads: dict[int, tuple[str, ...]] = {}  # op_id -> models
+        self._work = SwapTable()
         self._ledger = Ledger()
-        self._ready_since: dict[str, float] = {}
-        self._residency = Residency()
-        self._swap_ids = itertools.count(1)
         self._shutdown_op: int | None = None
         self._now = float("-inf")
         # Per-handle context: set by handle(), read by the helpers below.
@@ -164,8 +148,7 @@ class FifoScheduler:
         """Apply one event; return what the runtime must do, in order."""
         self._view = view
         self._out = []
-        if self._max_wait > 0:
-            self._residency.sweep(view, self._now)
+        self._starvation.sweep(view, self._now)
         before = self._queue.positions()
         match event:
             case e.RequestArrived():
@@ -204,11 +187,8 @@ class FifoScheduler:
         """What is queued, swapping, unloading and counted right now."""
         return SchedulerStats(
             queue=tuple((rid, self._requests[rid].model) for rid in self._queue),
-            swaps=tuple(
-                SwapInfo(s.swap_id, s.target, s.evict, tuple(s.waiters))
-                for s in self._swaps.values()
-            ),
-            unloading=tuple(self._unloads.items()),
+            swaps=self._work.swap_infos(),
+            unloading=self._work.unload_items(),
             retiring=tuple(sorted(self._retiring)),
             in_flight=self._ledger.in_flight_counts,
             reservations=self._ledger.reservations,
@@ -234,7 +214,7 @@ class FifoScheduler:
     @property
     def max_wait(self) -> float:
         """The starvation bound in seconds (0 = off); observers use it to explain swaps."""
-        return self._max_wait
+        return self._starvation.max_wait
 
     def limit(self, model: str) -> int:
         """``model``'s concurrency limit (§3.3)."""
@@ -246,8 +226,8 @@ class FifoScheduler:
 
     def __repr__(self) -> str:
         return (
-            f"<FifoScheduler {self._name} queued={len(self._queue)} swaps={len(self._swaps)} "
-            f"unloads={len(self._unloads)} in_flight={self._ledger.in_flight_counts}>"
+            f"<FifoScheduler {self._name} queued={len(self._queue)} swaps={self._work.swap_count} "
+            f"unloads={self._work.unload_count} in_flight={self._ledger.in_flight_counts}>"
         )
 
     # --- event handlers ---------------------------------------------------------------
@@ -274,8 +254,7 @@ class FifoScheduler:
         self._ledger.reserve(model)
         self._out.append(d.Admit(rid))
         req = _Request(rid, model, self._now)
-        if self._max_wait > 0:
-            req.resident_at_arrival = self._residency.snapshot(self._now)
+        req.resident_at_arrival = self._starvation.arrival(self._now)
         self._requests[rid] = req
         if not self._route(req):
             self._queue.insert(rid, self.priority(model))
@@ -292,12 +271,12 @@ class FifoScheduler:
             # A waiter's swap is always active: unload and shutdown resolve the
             # waiters of every swap they drop.
             assert req.swap_id is not None
-            self._swaps[req.swap_id].waiters.remove(req.request_id)
+            self._work.leave(req.swap_id, req.request_id)
         self._forget(req)
         # A swap whose waiters all left keeps running (§3.10). Only the starvation
         # bound can be unblocked by a cancel (its anchor may have left), so only
         # then does a cancel drain.
-        if was_queued and self._max_wait > 0:
+        if was_queued and self._starvation.enabled:
             self._drain()
 
     def _on_serve_done(self, request_id: int, now: float | None) -> None:
@@ -341,7 +320,7 @@ class FifoScheduler:
         self._policy = ev.policy
         self._limits = {m: n for m, n in ev.limits.items() if n > 0}
         self._priority = dict(ev.priority)
-        self._max_wait, self._min_residency = ev.max_wait, ev.min_residency
+        self._starvation.configure(ev.max_wait, ev.min_residency)
         for model in sorted(ev.replace):
             self._retiring.setdefault(model, False)
         self._book.reconfigure(ev.memory, ev.replace)
@@ -357,9 +336,9 @@ class FifoScheduler:
         if self._shutdown_op is not None:
             return
         for model, sent in self._retiring.items():
-            if sent or self._ledger.in_flight(model) > 0 or model in self._swap_of:
+            if sent or self._ledger.in_flight(model) > 0 or self._work.loading(model):
                 continue
-            if self._being_evicted(model) or any(model in m for m in self._unloads.values()):
+            if self._work.being_evicted(model) or self._work.unloading(model):
                 continue
             self._retiring[model] = True
             self._out.append(d.RetireModel(model))
@@ -370,20 +349,18 @@ class FifoScheduler:
             self._advance(ev.now)
         if self._retiring.pop(ev.model, None) is None:
             self._diagnose(f"retired {ev.model}, which was not retiring")
-        self._ready_since.pop(ev.model, None)
+        self._starvation.retired(ev.model)
         self._book.retired(ev.model, served=ev.model in self._models)
         self._drain()
 
     def _on_swap_done(self, ev: e.SwapDone) -> None:
         """Resolve the swap's waiters in join order, then drain (§3.9)."""
         self._advance(ev.now)
-        swap = self._swaps.pop(ev.swap_id, None)
+        swap = self._work.finish(ev.swap_id)
         if swap is None:
             return  # stale: cancelled by an unload/shutdown, or reported twice (§9 #3)
-        del self._swap_of[swap.target]
         if ev.error is None:
-            self._ready_since[swap.target] = self._now
-            self._residency.start(swap.target, self._now)
+            self._starvation.became_ready(swap.target, self._now)
             self._book.used(swap.target, self._now)
         for rid in swap.waiters:
             req = self._requests[rid]
@@ -408,20 +385,19 @@ class FifoScheduler:
         message = f"{self._name}: model unloaded"
         cancelled: list[int] = []
         for target in targets:
-            swap_id = self._swap_of.pop(target, None)
-            if swap_id is not None:
-                swap = self._swaps.pop(swap_id)
+            swap = self._work.drop(target)
+            if swap is not None:
                 for rid in swap.waiters:
                     self._grant_error(self._requests[rid], 500, message)
-                cancelled.append(swap_id)
+                cancelled.append(swap.swap_id)
         for rid in list(self._queue):
             req = self._requests[rid]
             if req.model in targets:
                 self._queue.remove(rid)
                 self._grant_error(req, 500, message)
         self._out.extend(d.CancelSwap(swap_id) for swap_id in cancelled)
-        self._unloads[ev.op_id] = targets
-        self._residency.stop(targets, self._now)
+        self._work.begin_unload(ev.op_id, targets)
+        self._starvation.stopping(targets, self._now)
         self._out.append(d.StopModels(ev.op_id, targets, "unload"))
         # Dropping swaps can unblock queued requests for other models right away.
         self._drain()
@@ -429,14 +405,12 @@ class FifoScheduler:
     def _on_stops_done(self, ev: e.StopsDone) -> None:
         if ev.now is not None:
             self._advance(ev.now)
-        if ev.op_id in self._unloads:
-            del self._unloads[ev.op_id]
+        if self._work.end_unload(ev.op_id):
             self._out.append(d.OpDone(ev.op_id))
             self._drain()
         elif ev.op_id == self._shutdown_op:
             # Every process is stopped now, so pending unloads are complete too.
-            self._out.extend(d.OpDone(op_id) for op_id in self._unloads)
-            self._unloads.clear()
+            self._out.extend(d.OpDone(op_id) for op_id in self._work.end_unloads())
             self._out.append(d.OpDone(ev.op_id))
         elif self._shutdown_op is None:
             # During shutdown a late report of an unload it already settled is normal.
@@ -449,9 +423,7 @@ class FifoScheduler:
             return
         self._shutdown_op = ev.op_id
         message = f"{self._name} is shutting down"
-        swaps = list(self._swaps.values())
-        self._swaps.clear()
-        self._swap_of.clear()
+        swaps = self._work.drop_all()
         for swap in swaps:
             for rid in swap.waiters:
                 self._grant_error(self._requests[rid], 500, message)
@@ -465,16 +437,15 @@ class FifoScheduler:
     def _route(self, req: _Request) -> bool:
         """Grant, join or start a swap for ``req``; False means "(stay) queued"."""
         model = req.model
-        if model in self._retiring or any(model in m for m in self._unloads.values()):
+        if model in self._retiring or self._work.unloading(model):
             return False  # being unloaded or replaced: start it only once it has stopped
-        swap_id = self._swap_of.get(model)
+        swap_id = self._work.join(model, req.request_id)
         if swap_id is not None:
-            self._swaps[swap_id].waiters.append(req.request_id)
             req.stage, req.swap_id = "waiting", swap_id
             return True
         running = self._running_for(model)
         evict = self._eviction(model, running)
-        if not evict and self._state(model) == "ready" and not self._being_evicted(model):
+        if not evict and self._state(model) == "ready" and not self._work.being_evicted(model):
             if self._starvation_blocks(model):
                 return False
             self._grant_serve(req)
@@ -512,10 +483,8 @@ class FifoScheduler:
                 self._queue.remove(rid)
 
     def _start_swap(self, req: _Request, evict: tuple[str, ...], running: Sequence[str]) -> None:
-        swap_id = next(self._swap_ids)
-        self._residency.stop(evict, self._now)
-        self._swaps[swap_id] = _Swap(swap_id, req.model, evict, [req.request_id])
-        self._swap_of[req.model] = swap_id
+        swap_id = self._work.start(req.model, evict, req.request_id)
+        self._starvation.stopping(evict, self._now)
         req.stage, req.swap_id = "waiting", swap_id
         described = self._policy.describe_swap(req.model, running)
         extra: list[str] = []
@@ -545,59 +514,37 @@ class FifoScheduler:
             and str(state) not in _NOT_RUNNING
             and not (m == target and str(state) == "stopping")
         }
-        running.update(t for t in self._swap_of if t != target)
+        running.update(t for t in self._work.targets() if t != target)
         return tuple(sorted(running))
 
     def _collides(self, target: str, evict: tuple[str, ...]) -> bool:
-        """§3.6, with unloads as swaps that have no target and evict their models."""
-        wanted = set(evict)
-        for swap in self._swaps.values():
-            if swap.target == target:
-                continue
-            if swap.target in wanted or target in swap.evict or wanted.intersection(swap.evict):
-                return True
-        if wanted.intersection(self._retiring):
-            return True  # a retiring model stops by itself; evicting it would race that
-        return any(
-            target in models or wanted.intersection(models) for models in self._unloads.values()
-        )
-
-    def _being_evicted(self, model: str) -> bool:
-        return any(model in swap.evict for swap in self._swaps.values())
+        """§3.6 against swaps and unloads; a retiring model stops by itself, so
+        evicting it would race that."""
+        return self._work.collides(target, evict) or bool(set(evict) & self._retiring.keys())
 
     def _starvation_blocks(self, model: str) -> bool:
         """Whether a fast path to ready ``model`` must yield to a starving request.
 
-        Off unless ``max_wait`` > 0. The anchor is the queued request that has
-        waited longest. Once it has waited more than ``max_wait`` *while this
-        model was resident* (:mod:`.residency`: the time other models held the
-        machine does not count), a model its swap would evict stops taking new
-        work (the new requests queue behind it), so its in-flight count drains
-        and the swap can start. That is what makes the bound cost nothing where
-        nobody starves: under a uniform load a long wait is a sum of many short
-        turns, while a starving request waits on one model that never lets go
-        (bench/churn_sim.py; BENCHMARKS.md). A model ready for less than
-        ``min_residency`` is exempt, so two starving models cannot make each
-        other thrash. llama-swap has no bound at all (§9 #1).
+        The anchor is the queued request that has waited longest; the rule is
+        :meth:`.StarvationBound.blocks`.
         """
-        if self._max_wait <= 0:
+        if not self._starvation.enabled:
             return False
         anchor: _Request | None = None
         for rid in self._queue:
             req = self._requests[rid]
             if anchor is None or req.arrived < anchor.arrived:
                 anchor = req
-        if anchor is None or anchor.model == model:
+        if anchor is None:
             return False
-        if (
-            self._residency.waited_on(model, anchor.resident_at_arrival, self._now)
-            <= self._max_wait
-        ):
-            return False
-        since = self._ready_since.get(model)
-        if since is not None and self._now - since < self._min_residency:
-            return False
-        return model in self._eviction(anchor.model, self._running_for(anchor.model))
+        target = anchor.model
+        return self._starvation.blocks(
+            model,
+            target,
+            anchor.resident_at_arrival,
+            self._now,
+            lambda m: m in self._eviction(target, self._running_for(target)),
+        )
 
     # --- grants and bookkeeping -----------------------------------------------------------
 
