@@ -13,8 +13,10 @@ instead of a real llama-server, so it has to be three things at once:
 Run it as ``python -m modelswap.testing.fake_upstream --port N --model-id X``.
 Failure modes (``--exit-at-start``, ``--never-healthy``, ``--crash-after``,
 ``--ignore-sigterm``, ``--fork-grandchild``, ``--slow-body``) let process tests
-provoke each path of spec router.md §2. Payload shapes live in
-:mod:`modelswap.testing.fake_shapes`; spawning helpers in
+provoke each path of spec router.md §2. This module decides what each
+endpoint answers and runs the process; payload shapes live in
+:mod:`modelswap.testing.fake_shapes`, request parsing and response writing in
+:mod:`modelswap.testing.fake_wire`, spawning helpers in
 :mod:`modelswap.testing.fake_process`.
 """
 
@@ -30,78 +32,22 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestPayloadError
 
 from modelswap.testing import fake_shapes as shapes
+from modelswap.testing import fake_wire as wire
 from modelswap.testing.fake_options import Options, parse_args
 from modelswap.testing.fake_shapes import JsonDict
+from modelswap.testing.fake_wire import BadRequest, Call, Endpoint, EventLog
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 GRANDCHILD_SECONDS = 600  # long enough for any test, short enough not to linger for ever
-SLOW_BODY_PIECES = 4
-MAX_BODY = 256 * 1024 * 1024  # audio uploads can be large
 # SIGTERM back to default: an ignored disposition (--ignore-sigterm) is inherited.
 _GRANDCHILD_CODE = (
     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_DFL); "
     f"time.sleep({GRANDCHILD_SECONDS})"
 )
-_TRUE_STRINGS = frozenset({"true", "t", "1"})
-
-
-class EventLog:
-    """Append-only JSON lines, flushed one by one so a test can wait on them.
-
-    A no-op without a path: the hot path then costs one attribute check.
-    """
-
-    def __init__(self, path: str | None) -> None:
-        self._file: IO[str] | None = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
-
-    def emit(self, event: str, **fields: Any) -> None:
-        if self._file is None:
-            return
-        self._file.write(json.dumps({"event": event, "t": time.time(), **fields}) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-
-
-class BadRequest(Exception):
-    """The client sent something we cannot parse; answered with 400 JSON."""
-
-
-@dataclass
-class Call:
-    """One inference request as an endpoint sees it (body already parsed)."""
-
-    request: web.Request
-    body: JsonDict
-    model: Any  # the ``model`` value received, whatever its JSON type; None if absent
-
-    @property
-    def stream(self) -> bool:
-        """Truthy like llama-swap reads it: true, non-zero number, "true"/"t"/"1"."""
-        v = self.body.get("stream")
-        if isinstance(v, str):
-            return v.lower() in _TRUE_STRINGS
-        return bool(v) and isinstance(v, bool | int | float)
-
-
-Endpoint = Callable[[Call], Awaitable[web.StreamResponse]]
-
-
-def _sse(data: JsonDict, event: str | None = None) -> bytes:
-    head = f"event: {event}\n" if event else ""
-    return f"{head}data: {json.dumps(data)}\n\n".encode()
-
-
-SSE_DONE = b"data: [DONE]\n\n"
 
 
 class FakeUpstream:
@@ -139,8 +85,8 @@ class FakeUpstream:
     # --- app wiring -------------------------------------------------------------
 
     def build_app(self) -> web.Application:
-        middlewares = [_close_after_response] if self.opts.close_after_response else []
-        app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
+        middlewares = [wire.close_after_response] if self.opts.close_after_response else []
+        app = web.Application(client_max_size=wire.MAX_BODY, middlewares=middlewares)
         r = app.router
         r.add_get("/health", self.health)
         r.add_get("/v1/models", self.models)
@@ -165,8 +111,8 @@ class FakeUpstream:
             "/v1/responses": self.responses,
         }
         for path, endpoint in endpoints.items():
-            r.add_post(path, self._inference(endpoint, self._json_call))
-        r.add_post("/v1/audio/transcriptions", self._inference(self.transcribe, self._form_call))
+            r.add_post(path, self._inference(endpoint, wire.json_call))
+        r.add_post("/v1/audio/transcriptions", self._inference(self.transcribe, wire.form_call))
         r.add_route("*", "/{tail:.*}", self.catch_all)
         return app
 
@@ -182,12 +128,12 @@ class FakeUpstream:
         payload["received_model"] = call.model
         if echo:
             payload["received"] = call.body
-            payload["received_headers"] = _headers_dict(call.request)
+            payload["received_headers"] = wire.headers_dict(call.request)
         return payload
 
     def _inference(
         self, endpoint: Endpoint, parse: Callable[[web.Request], Awaitable[Call]]
-    ) -> Handler:
+    ) -> wire.Handler:
         """Wrap an endpoint with parsing, the event log and crash-after accounting.
 
         The endpoint writes its response itself (prepare → write_eof) so that
@@ -231,54 +177,15 @@ class FakeUpstream:
             sys.stdout.flush()
             os._exit(1)  # abrupt on purpose: no cleanup, like a segfaulting server
 
-    async def _json_call(self, request: web.Request) -> Call:
-        raw = await _read_body(request)
-        try:
-            body = json.loads(raw)
-        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
-            raise BadRequest(f"invalid JSON body: {exc}") from None
-        if not isinstance(body, dict):
-            raise BadRequest("JSON body must be an object")
-        return Call(request, body, body.get("model"))
-
-    async def _form_call(self, request: web.Request) -> Call:
-        if not request.content_type.startswith("multipart/"):
-            raise BadRequest("expected multipart/form-data")
-        try:
-            form = await request.post()
-        except RequestPayloadError as exc:
-            raise BadRequest(f"unreadable body: {exc}") from None
-        body: JsonDict = {}
-        for key, value in form.items():
-            if isinstance(value, web.FileField):
-                size = len(value.file.read())
-                body[key] = {"filename": value.filename, "size": size}
-            elif isinstance(value, str):
-                body[key] = value
-        return Call(request, body, body.get("model"))
-
     # --- writing ----------------------------------------------------------------
 
     async def _send_bytes(
         self, request: web.Request, data: bytes, content_type: str, headers: dict[str, str]
     ) -> web.StreamResponse:
         """Write a complete body now, in slow pieces when ``--slow-body`` asks."""
-        if self.opts.slow_body <= 0:
-            resp = web.Response(body=data, content_type=content_type, headers=headers)
-            await resp.prepare(request)
-            await resp.write_eof()
-            return resp
-        sresp = web.StreamResponse(headers=headers)
-        sresp.content_type = content_type
-        sresp.content_length = len(data)
-        await sresp.prepare(request)
-        n = len(data)
-        for i in range(SLOW_BODY_PIECES):
-            if i:
-                await asyncio.sleep(self.opts.slow_body)
-            await sresp.write(data[i * n // SLOW_BODY_PIECES : (i + 1) * n // SLOW_BODY_PIECES])
-        await sresp.write_eof()
-        return sresp
+        return await wire.send_bytes(
+            request, data, content_type, headers, slow_body=self.opts.slow_body
+        )
 
     async def _send_json(self, call: Call, payload: Any) -> web.StreamResponse:
         return await self._send_bytes(
@@ -302,26 +209,15 @@ class FakeUpstream:
         """Send SSE events ``--chunk-interval`` apart; ``done`` appends ``[DONE]``.
 
         Every event says who served it; the first also echoes what was received.
-        A write after the client left raises ConnectionError, which the
-        ``_inference`` wrapper logs as ``client_disconnected``.
         """
-        resp = web.StreamResponse(headers=self._headers(call.model))
-        resp.content_type = "text/event-stream"
-        resp.headers["Cache-Control"] = "no-cache"
-        await resp.prepare(call.request)
-        interval = self.opts.chunk_interval
         frames = [
-            _sse(self._stamp(data, call, echo=i == 0), name)
+            wire.sse(self._stamp(data, call, echo=i == 0), name)
             for i, (name, data) in enumerate(events)
         ]
         if done:
-            frames.append(SSE_DONE)
-        for i, frame in enumerate(frames):
-            if i and interval > 0:
-                await asyncio.sleep(interval)
-            await resp.write(frame)
-        await resp.write_eof()
-        return resp
+            frames.append(wire.SSE_DONE)
+        headers = self._headers(call.model)
+        return await wire.send_sse(call.request, headers, frames, interval=self.opts.chunk_interval)
 
     def _new_id(self, prefix: str) -> str:
         return f"{prefix}{os.getpid()}-{next(self._ids)}"
@@ -359,7 +255,7 @@ class FakeUpstream:
             model_id=self.opts.model_id,
             received_model=model,
             query=dict(request.query),
-            received_headers=_headers_dict(request),
+            received_headers=wire.headers_dict(request),
         )
         return web.json_response(body, headers=self._headers(model))
 
@@ -383,7 +279,7 @@ class FakeUpstream:
     async def catch_all(self, request: web.Request) -> web.Response:
         """Echo anything unrouted, for ``/upstream/<model>/...`` passthrough tests."""
         try:
-            raw = await _read_body(request)
+            raw = await wire.read_body(request)
         except BadRequest as exc:
             return await self._send_error(request, 400, str(exc))
         body = {
@@ -393,7 +289,7 @@ class FakeUpstream:
             "model_id": self.opts.model_id,
             "query": dict(request.query),
             "query_string": request.query_string,
-            "received_headers": _headers_dict(request),
+            "received_headers": wire.headers_dict(request),
             "body": raw.decode("utf-8", "replace"),
         }
         return web.json_response(body, headers=self._headers())
@@ -411,7 +307,7 @@ class FakeUpstream:
         pieces = [] if calls_only else shapes.split_text(text, self.opts.chunks)
         if call.stream:
             frames = shapes.chat_stream(
-                rid, model, created, pieces, prompt_n, _include_usage(call.body), extras
+                rid, model, created, pieces, prompt_n, wire.include_usage(call.body), extras
             )
             return await self._stream(call, frames, done=True)
         n = len(pieces) or 1
@@ -423,7 +319,7 @@ class FakeUpstream:
         prompt_n, pieces = shapes.count_words(call.body.get("prompt")), self._pieces()
         if call.stream:
             frames = shapes.completion_stream(
-                rid, model, created, pieces, prompt_n, _include_usage(call.body)
+                rid, model, created, pieces, prompt_n, wire.include_usage(call.body)
             )
             return await self._stream(call, frames, done=True)
         body = shapes.text_completion(rid, model, created, self.opts.text, prompt_n, len(pieces))
@@ -519,43 +415,6 @@ class FakeUpstream:
         self.log.emit("sigterm", ignored=self.opts.ignore_sigterm)
         if not self.opts.ignore_sigterm:
             stop.set()
-
-
-@web.middleware
-async def _close_after_response(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer once per connection with keep-alive headers; drop it at the next request.
-
-    llama-server closes a connection after a streamed response while still
-    advertising keep-alive. A proxy that reuses the pooled connection then
-    sees "server disconnected" on its next request; dropping the connection when
-    that next request arrives reproduces the race deterministically.
-    """
-    transport = request.transport
-    if transport is not None and getattr(transport, "_fake_answered", False):
-        transport.close()
-        raise web.HTTPServiceUnavailable()  # never written: the connection is gone
-    response = await handler(request)
-    if transport is not None:
-        transport._fake_answered = True  # type: ignore[attr-defined]
-    return response
-
-
-async def _read_body(request: web.BaseRequest) -> bytes:
-    """The body; one that cannot be decoded (bad ``Content-Encoding``) is a 400, as a
-    real server answers, not aiohttp's 500, which tests would blame on modelswap."""
-    try:
-        return await request.read()
-    except RequestPayloadError as exc:
-        raise BadRequest(f"unreadable body: {' '.join(str(exc).split())}") from None
-
-
-def _headers_dict(request: web.BaseRequest) -> dict[str, str]:
-    return {k.lower(): v for k, v in request.headers.items()}
-
-
-def _include_usage(body: JsonDict) -> bool:
-    opts = body.get("stream_options")
-    return isinstance(opts, dict) and bool(opts.get("include_usage"))
 
 
 def spawn_grandchild() -> subprocess.Popen[bytes]:
