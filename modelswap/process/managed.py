@@ -26,6 +26,11 @@ for ``/running`` and logs. :meth:`track_request` is the one synchronous gate
 the forwarder uses: it checks READY and counts the request in one step, and
 the controller re-checks the TTL rule in its own step before it unloads, so
 the TTL stop and new requests cannot interleave (§9.7).
+
+The controller's helpers live next door: :mod:`.starting` (spawn, then race
+health, exit and operations), :mod:`.ttl` (request accounting and the TTL
+monitor), :mod:`.stopping` (the kill procedure), :mod:`.operations` (the queue's
+vocabulary).
 """
 
 from __future__ import annotations
@@ -33,12 +38,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
 
 import aiohttp
 
@@ -56,16 +59,11 @@ from modelswap.process import operations as ops
 from modelswap.process.child import Child
 from modelswap.process.command import stop_command_argv
 from modelswap.process.portcheck import ensure_port_free
-from modelswap.process.readiness import probe_session, wait_healthy
-from modelswap.process.spec import Launch, ProcessSpec, format_duration, prepare_launch
-from modelswap.process.state import (
-    ProcessState,
-    ProcessStatistics,
-    StateChange,
-    check_transition,
-    ttl_expired,
-)
+from modelswap.process.spec import Launch, ProcessSpec, prepare_launch
+from modelswap.process.starting import race_start, spawn_child
+from modelswap.process.state import ProcessState, ProcessStatistics, StateChange, check_transition
 from modelswap.process.stopping import terminate
+from modelswap.process.ttl import TTL_TICK, TtlTimer
 
 log = logging.getLogger("modelswap.process")
 
@@ -74,19 +72,8 @@ S = ProcessState
 FAILED_START_GRACE = 5.0  # router.md §2.5: cleanup after a start that failed by itself
 TEARDOWN_GRACE = 1.0  # router.md §2.9
 PIPE_BACKSTOP = 10.0  # router.md §2.5 step 4
-TTL_TICK = 1.0  # router.md §2.8
-IMMEDIATE_TTL = 1e-9
-"""``keep_alive(0)``: idle for any time at all is long enough."""
 
 StateListener = Callable[[StateChange], None]
-#: How a start ended: interrupted by an operation, failed, or None for ready.
-StartOutcome = ops.Interrupt | UpstreamStartError | None
-
-
-async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
 
 
 class ManagedProcess:
@@ -110,8 +97,6 @@ class ManagedProcess:
     ) -> None:
         self.spec = spec
         self._base_env: Mapping[str, str] = os.environ if base_env is None else base_env
-        self._clock = clock
-        self._ttl_tick = ttl_tick
         self._pipe_backstop = pipe_backstop
         self._owns_logs = logs is None
         self.logs = logs if logs is not None else LogFanout(spec.model_id, sink=upstream_sink)
@@ -129,12 +114,10 @@ class ManagedProcess:
         self._joiners: list[ops.Ensure] = []
         self._ready_waiters: list[asyncio.Future[None]] = []
         self._run_exits: list[asyncio.Future[None]] = []
-        self._ttl_monitor: asyncio.Task[None] | None = None
-        self._ttl_override: float | None = None  # keep_alive(); cleared when leaving READY
-
-        # Request accounting (TTL), written synchronously by track_request:
-        self._in_flight = 0
-        self._last_use: float | None = None
+        # Request accounting (written synchronously by track_request) and the TTL monitor:
+        self._ttl = TtlTimer(
+            spec.ttl, lambda child: self._post(ops.TtlDue(child)), clock=clock, tick=ttl_tick
+        )
         self._starts = 0
         self._readies = 0
         self._crashes = 0
@@ -157,16 +140,16 @@ class ManagedProcess:
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        return self._ttl.in_flight
 
     @property
     def last_use(self) -> float | None:
-        return self._last_use
+        return self._ttl.last_use
 
     @property
     def ttl(self) -> float:
         """The TTL in force: the config's ``ttl``, or this run's :meth:`keep_alive`."""
-        return self.spec.ttl if self._ttl_override is None else self._ttl_override
+        return self._ttl.ttl
 
     def statistics(self) -> ProcessStatistics:
         return ProcessStatistics(
@@ -174,8 +157,8 @@ class ManagedProcess:
             state=self._state,
             pid=self.pid,
             port=self.spec.port,
-            in_flight=self._in_flight,
-            last_use=self._last_use,
+            in_flight=self._ttl.in_flight,
+            last_use=self._ttl.last_use,
             starts=self._starts,
             restarts=max(0, self._readies - 1),
             crashes=self._crashes,
@@ -219,12 +202,8 @@ class ManagedProcess:
         idle. A streamed response counts until the context exits.
         """
         url = self.base_url()
-        self._in_flight += 1
-        try:
+        with self._ttl.request():
             yield url
-        finally:
-            self._in_flight -= 1
-            self._last_use = self._clock()
 
     # --- operations -------------------------------------------------------------------
 
@@ -336,7 +315,7 @@ class ManagedProcess:
             return
         self._state = new
         if old is S.READY:
-            self._ttl_override = None  # keep_alive lasts one run
+            self._ttl.end_run()  # keep_alive lasts one run
         change = StateChange(self.model_id, old, new)
         log.debug("<%s> %s -> %s", self.model_id, old, new)
         for listener in list(self._listeners):
@@ -394,8 +373,7 @@ class ManagedProcess:
 
     def _emergency_cleanup(self) -> None:
         """Synchronous end of everything still owned (also after cancellation)."""
-        if self._ttl_monitor is not None:
-            self._ttl_monitor.cancel()
+        self._ttl.cancel()
         if self._child is not None and self._child.alive:
             self._child.kill_now()
         error = self._shutdown_error()
@@ -437,13 +415,25 @@ class ManagedProcess:
         try:
             self._launch = prepare_launch(self.spec, self._base_env)
             await ensure_port_free(self._launch.argv, self.spec.proxy)
-            self._child = await self._spawn(self._launch)
+            self._child = await spawn_child(
+                self._launch,
+                on_output=self.logs.write,
+                on_exit=lambda child: self._post(ops.ChildExited(child)),
+            )
         except UpstreamStartError as error:
             log.error("<%s> start failed: %s", self.model_id, error)
             self._set_state(S.STOPPED)
             self._finish_start(requesters, error)
             return
-        outcome = await self._race_start(self._child, self._launch.health_url)
+        outcome = await race_start(
+            self._child,
+            self._launch.health_url,
+            timeout=self.spec.health_check_timeout,
+            http=self._http,
+            take_interrupt=self._take_interrupt,
+            wakeup=self._wakeup,
+            name=self.model_id,
+        )
         if isinstance(outcome, ops.Interrupt):
             await self._abort_start(requesters, outcome)
         elif isinstance(outcome, UpstreamStartError):
@@ -453,35 +443,6 @@ class ManagedProcess:
             self._finish_start(requesters, outcome)
         else:
             self._became_ready(requesters)
-
-    async def _spawn(self, launch: Launch) -> Child:
-        try:
-            return await Child.spawn(
-                launch.argv,
-                launch.env,
-                on_output=self.logs.write,
-                on_exit=lambda child: self._post(ops.ChildExited(child)),
-            )
-        except OSError as exc:
-            argv = " ".join(launch.argv)
-            raise UpstreamStartError(f"failed to start command '{argv}': {exc}") from None
-
-    async def _race_start(self, child: Child, health_url: str | None) -> StartOutcome:
-        """Run the health poll (if any) for one start, with its own HTTP pool.
-
-        The pool lives as long as the start: every probe of this start reuses
-        one keep-alive connection, and nothing is left open afterwards.
-        """
-        if health_url is None:
-            return self._take_interrupt()
-        async with contextlib.AsyncExitStack() as stack:
-            session = self._http
-            if session is None:
-                session = await stack.enter_async_context(probe_session())
-            timeout = self.spec.health_check_timeout
-            health = asyncio.create_task(wait_healthy(session, health_url, timeout=timeout))
-            stack.push_async_callback(_cancel_and_wait, health)
-            return await self._watch_start(child, health)
 
     def _take_interrupt(self) -> ops.Interrupt | None:
         """Apply what arrived during a start: a stop/teardown is returned, others deferred.
@@ -500,49 +461,17 @@ class ManagedProcess:
                     self._joiners.append(op)
         return None
 
-    async def _watch_start(self, child: Child, health: asyncio.Task[None]) -> StartOutcome:
-        """Wait on the health poll, the child's exit and new operations at once."""
-        while True:
-            if (interrupt := self._take_interrupt()) is not None:
-                return interrupt
-            if not child.alive:
-                log.warning(
-                    "<%s> upstream exited with code %s while starting",
-                    self.model_id,
-                    child.returncode,
-                )
-                return UpstreamStartError("upstream command exited prematurely")
-            if health.done():
-                return self._health_outcome(health)
-            self._wakeup.clear()
-            wakeup = asyncio.ensure_future(self._wakeup.wait())
-            watched: list[asyncio.Future[Any]] = [wakeup, child.exited, health]
-            try:
-                await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                wakeup.cancel()
-
-    def _health_outcome(self, health: asyncio.Task[None]) -> UpstreamStartError | None:
-        error = health.exception()
-        if error is None:
-            return None
-        if isinstance(error, TimeoutError):
-            timeout = format_duration(self.spec.health_check_timeout)
-            return UpstreamStartError(f"health check timed out after {timeout}")
-        log.error("<%s> health check crashed", self.model_id, exc_info=error)
-        return UpstreamStartError(f"health check failed: {error}")
-
     def _became_ready(self, requesters: list[ops.Ensure]) -> None:
         self._set_state(S.READY)
         self._readies += 1
-        self._last_use = self._clock()  # §9.7: idle time counts from readiness
+        self._ttl.touch()  # §9.7: idle time counts from readiness
         for op in [*requesters, *self._joiners]:
             if op.run_exit is not None:
                 self._run_exits.append(op.run_exit)
             ops.settle(op.done)
         self._joiners.clear()
         self._settle_waiters(None)
-        self._arm_ttl()
+        self._ttl.arm(self._child)
         log.info("<%s> ready (pid %s)", self.model_id, self.pid)
 
     def _finish_start(self, requesters: list[ops.Ensure], error: UpstreamStartError) -> None:
@@ -598,7 +527,7 @@ class ManagedProcess:
         if self._state is not S.READY:
             return  # STOPPED: a no-op that emits nothing and releases nobody
         self._set_state(S.STOPPING)
-        await self._disarm_ttl()
+        await self._ttl.disarm()
         await self._release_child(timeout)
         self._set_state(S.STOPPED)
         self._settle_waiters(ProcessStoppedError(f"[{self.model_id}] stopped"))
@@ -614,7 +543,7 @@ class ManagedProcess:
             child.returncode,
         )
         self._set_state(S.STOPPED)
-        await self._disarm_ttl()
+        await self._ttl.disarm()
         await self._release_child(FAILED_START_GRACE)  # sweeps the group, drains pipes
         error = UpstreamExitedError(f"[{self.model_id}] upstream exited unexpectedly")
         self._settle_waiters(error)
@@ -622,7 +551,7 @@ class ManagedProcess:
 
     async def _teardown(self) -> None:
         self._set_state(S.SHUTDOWN)
-        await self._disarm_ttl()
+        await self._ttl.disarm()
         await self._release_child(TEARDOWN_GRACE)
         error = self._shutdown_error()
         self._settle_waiters(error)
@@ -633,40 +562,16 @@ class ManagedProcess:
     async def _keep_alive(self, ttl: float | None) -> None:
         if self._state is not S.READY:
             return  # nothing loaded to keep (the stop or crash cleared any override)
-        if ttl is not None:
-            # ttl_expired treats 0 as "never": the smallest positive TTL means "now".
-            ttl = IMMEDIATE_TTL if ttl == 0 else 0.0 if math.isinf(ttl) else ttl
-        self._ttl_override = ttl
-        await self._disarm_ttl()
-        self._arm_ttl()
-
-    def _arm_ttl(self) -> None:
-        if self.ttl > 0 and self._child is not None:
-            self._ttl_monitor = asyncio.create_task(self._watch_ttl(self._child))
-
-    async def _disarm_ttl(self) -> None:
-        monitor, self._ttl_monitor = self._ttl_monitor, None
-        if monitor is not None:
-            monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await monitor
-
-    async def _watch_ttl(self, child: Child) -> None:
-        """Tick until the TTL rule says "unload", then hand the decision to the controller."""
-        while not ttl_expired(*self._ttl_inputs()):
-            await asyncio.sleep(self._ttl_tick)
-        self._post(ops.TtlDue(child))
-
-    def _ttl_inputs(self) -> tuple[float, float, int, float]:
-        last_use = self._last_use if self._last_use is not None else self._clock()
-        return self._clock(), last_use, self._in_flight, self.ttl
+        self._ttl.set_override(ttl)
+        await self._ttl.disarm()
+        self._ttl.arm(self._child)
 
     async def _ttl_due(self, child: Child) -> None:
         if child is not self._child or self._state is not S.READY:
             return
-        await self._disarm_ttl()  # it posted this and is ending anyway
-        if not ttl_expired(*self._ttl_inputs()):
-            self._arm_ttl()  # a request arrived after the monitor looked: keep serving
+        await self._ttl.disarm()  # it posted this and is ending anyway
+        if not self._ttl.expired():
+            self._ttl.arm(self._child)  # a request arrived after the monitor looked: keep serving
             return
         log.info("<%s> Unloading model, TTL of %ss reached", self.model_id, f"{self.ttl:g}")
         await self._stop_ready(self.spec.unload_timeout)

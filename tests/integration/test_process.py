@@ -373,7 +373,7 @@ async def test_s88_132_ttl_zero_disables(make_proc: Factory) -> None:
     await proc.ensure_ready()
     assert (await chat(proc))[0] == 200
     clock.now += 1e9
-    assert proc._ttl_monitor is None  # no monitor exists at all with ttl 0
+    assert not proc._ttl.armed  # no monitor exists at all with ttl 0
     assert proc.state is S.READY
 
 
@@ -394,7 +394,7 @@ async def test_keep_alive_sets_this_runs_ttl(make_proc: Factory) -> None:
     assert proc.ttl == 0  # the override ended with the run
     await proc.ensure_ready()
     clock.now += 1e9
-    assert proc._ttl_monitor is None  # back to the config's ttl 0: never unloads
+    assert not proc._ttl.armed  # back to the config's ttl 0: never unloads
 
 
 async def test_keep_alive_zero_unloads_once_idle_and_inf_never(make_proc: Factory) -> None:
