@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 
-from modelswap.process import ManagedProcess, ProcessSpec, StateChange
+from modelswap.process import ManagedProcess, ProcessSpec, ProcessState, StateChange
 
 __all__ = ["ProcessFactory", "ProcessTable"]
 
@@ -59,6 +59,23 @@ class ProcessTable:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._current)
+
+    def state_of(self, model: str) -> str:
+        """``model``'s state now (``stopped`` for a model without a process)."""
+        process = self._current.get(model)
+        return process.state.value if process is not None else ProcessState.STOPPED.value
+
+    def states(self) -> dict[str, str]:
+        """``{model: state}`` of every current process: the scheduler's view."""
+        return {m: process.state.value for m, process in self._current.items()}
+
+    def running(self) -> dict[str, str]:
+        """``{model: state}`` of the processes not stopped or shut down, sorted by model."""
+        return {
+            model: process.state.value
+            for model, process in sorted(self._current.items())
+            if process.state not in (ProcessState.STOPPED, ProcessState.SHUTDOWN)
+        }
 
     def every_process(self) -> list[ManagedProcess]:
         """Current processes and successors not yet in place (both need a shutdown)."""

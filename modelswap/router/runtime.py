@@ -12,9 +12,10 @@ Concurrency design (design.md rules 2, 3, 5):
   only posts events (``put_nowait``). The loop also owns the registries of
   tickets, pending unload/shutdown ops and swap workers.
 * **Slow work is a task that reports back.** A swap (stop evictees, then
-  ``ensure_ready``) and an unload/shutdown stop run in tasks the router owns;
-  they end by posting ``SwapDone``/``StopsDone``. The decision to start is
-  taken inside the process (``ensure_ready``), never from a state read (#946).
+  ``ensure_ready``) and an unload/shutdown stop run in tasks the router owns
+  (:mod:`~modelswap.router.workers`); they end by posting
+  ``SwapDone``/``StopsDone``. The decision to start is taken inside the
+  process (``ensure_ready``), never from a state read (#946).
 * **Structured ends.** Every task is kept in a set and awaited by
   :meth:`LocalRouter.shutdown`, which runs in a shielded closer task so a
   cancelled caller cannot cut the cleanup short. After the loop has ended,
@@ -30,12 +31,16 @@ Concurrency design (design.md rules 2, 3, 5):
 
 Why a fresh view per event and not per decision: decisions of one event are
 applied without awaiting, so no process can change state in between.
+
+The loop's helpers: :mod:`~modelswap.router.ticket_book` (the tickets it
+follows), :mod:`~modelswap.router.observers` (listeners and swap facts),
+:mod:`~modelswap.router.workers` (the tasks it spawns),
+:mod:`~modelswap.router.process_table` and :mod:`~modelswap.router.items`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import logging
 import time
@@ -55,25 +60,20 @@ from modelswap.errors import (
     ShutdownInProgressError,
 )
 from modelswap.process import ManagedProcess, ProcessState, StateChange
-from modelswap.router.facts import (
-    SWAP_CANCELLED,
-    FactListener,
-    RouterFact,
-    SwapFinished,
-    SwapStarted,
-)
+from modelswap.router.facts import FactListener, SwapFinished, SwapStarted
 from modelswap.router.items import Barrier as _Barrier
 from modelswap.router.items import Item as _Item
 from modelswap.router.items import Op as _Op
 from modelswap.router.items import Posted as _Posted
 from modelswap.router.items import Reload as _Reload
 from modelswap.router.items import RouterStatistics
-from modelswap.router.items import SwapTimes as _SwapTimes
-from modelswap.router.listeners import Listeners
+from modelswap.router.observers import RouterObservers
 from modelswap.router.preload import PreloadListener, preload_models
 from modelswap.router.process_table import ProcessFactory, ProcessTable
-from modelswap.router.ticket import GrantedUpstream, LocalTicket, ServeGrant, outcome_error
+from modelswap.router.ticket import GrantedUpstream, LocalTicket, ServeGrant
+from modelswap.router.ticket_book import TicketBook
 from modelswap.router.update import RouterUpdate
+from modelswap.router.workers import RouterWorkers
 
 if TYPE_CHECKING:
     from modelswap.router.api import ModelRouter, Ticket, Upstream
@@ -115,7 +115,7 @@ class LocalRouter:
         if missing:
             raise ValueError(f"no process for model(s) {missing}")
         self._scheduler = scheduler
-        self._process_listeners: Listeners[StateChange] = Listeners(f"{name} process listener")
+        self._observers = RouterObservers(name)
         self._processes = ProcessTable(
             processes,
             process_factory or (lambda spec: ManagedProcess(spec, clock=clock)),
@@ -137,17 +137,15 @@ class LocalRouter:
         self._exit_loop = False  # the first shutdown's OpDone was applied
         self._loop_done = False  # the loop task has ended: handle inline
         self._ids = itertools.count(1)
-        self._listeners: Listeners[None] = Listeners(f"{name} router listener")
-        self._fact_listeners: Listeners[RouterFact] = Listeners(f"{name} fact listener")
+        self._workers = RouterWorkers(
+            name, self._post, clock, lambda: self._closing, self._processes.every_process
+        )
 
         # Owned by the loop (after it ended: by whoever posts, synchronously).
-        self._tickets: dict[int, LocalTicket] = {}
+        self._tickets = TicketBook(name)
         self._ops: dict[int, _Op] = {}
         self._swap_tasks: dict[int, asyncio.Task[None]] = {}
-        self._positioned: set[int] = set()
         self._shutdown_op: int | None = None
-        self._undelivered = 0
-        self._swap_times: dict[int, _SwapTimes] = {}
         self._granting: SwapFinished | None = None  # the swap whose SwapDone is being handled
 
     # --- queries (synchronous snapshots) ------------------------------------------------
@@ -165,15 +163,10 @@ class LocalRouter:
         return self._scheduler.handles(model_id)
 
     def state_of(self, model_id: str) -> str:
-        process = self._processes.get(model_id)
-        return process.state.value if process is not None else ProcessState.STOPPED.value
+        return self._processes.state_of(model_id)
 
     def running_models(self) -> Mapping[str, str]:
-        return {
-            model: process.state.value
-            for model, process in sorted(self._processes.current.items())
-            if process.state not in (ProcessState.STOPPED, ProcessState.SHUTDOWN)
-        }
+        return self._processes.running()
 
     def statistics(self) -> RouterStatistics:
         return RouterStatistics(
@@ -183,7 +176,7 @@ class LocalRouter:
             tickets=len(self._tickets),
             swap_workers=len(self._swap_tasks),
             tasks=sum(1 for task in self._tasks if not task.done()),
-            undelivered_grants=self._undelivered,
+            undelivered_grants=self._tickets.undelivered,
             shutting_down=self._closing,
             closed=self._loop_done,
         )
@@ -391,11 +384,11 @@ class LocalRouter:
         Unlike ``ManagedProcess.on_state_change``, it follows a model across a
         config reload that replaces its process. Returns the unsubscribe function.
         """
-        return self._process_listeners.add(listener)
+        return self._observers.on_process_change(listener)
 
     def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener`` after every handled event and process state change."""
-        return self._listeners.add(lambda _none: listener())
+        return self._observers.subscribe(listener)
 
     def subscribe_facts(self, listener: FactListener) -> Callable[[], None]:
         """Call ``listener`` with every :mod:`~modelswap.router.facts` fact, as it happens.
@@ -403,28 +396,11 @@ class LocalRouter:
         Called synchronously from the loop: it must not block or call back into
         the router. Returns the unsubscribe function.
         """
-        return self._fact_listeners.add(listener)
-
-    def _publish(self, fact: RouterFact) -> None:
-        self._fact_listeners.call(fact)
+        return self._observers.subscribe_facts(listener)
 
     async def wait_for(self, predicate: Callable[[RouterStatistics], bool]) -> RouterStatistics:
         """Wait until ``predicate(statistics())`` holds; re-checked on every change."""
-        while True:
-            stats = self.statistics()
-            if predicate(stats):
-                return stats
-            changed = asyncio.get_running_loop().create_future()
-
-            def wake(changed: asyncio.Future[None] = changed) -> None:
-                if not changed.done():
-                    changed.set_result(None)
-
-            unsubscribe = self.subscribe(wake)
-            try:
-                await changed
-            finally:
-                unsubscribe()
+        return await self._observers.wait_for(self.statistics, predicate)
 
     async def wait_idle(self) -> None:
         """Return once every event posted before this call has been handled."""
@@ -473,7 +449,7 @@ class LocalRouter:
         except Exception:  # a bug; the loop must survive it or every model wedges
             what = item.update if isinstance(item, _Reload) else item.event
             log.exception("%s router: failed to handle %r", self._name, what)
-        self._notify()
+        self._observers.changed()
 
     def _handle(self, first: _Posted) -> None:
         """Handle one event and every follow-up it causes, before the next item."""
@@ -481,13 +457,17 @@ class LocalRouter:
         while pending:
             posted = pending.popleft()
             event = self._register(posted)
-            self._granting = self._swap_finished(event)
-            decisions = self._scheduler.handle(event, self._view())
+            self._granting = (
+                self._observers.swap_done(event) if isinstance(event, e.SwapDone) else None
+            )
+            decisions = self._scheduler.handle(event, self._processes.states())
             for decision in decisions:
                 self._apply(decision, pending)
             self._granting = None
             self._forget(event)
-        self._refresh_positions()
+        self._tickets.refresh_positions(
+            lambda: [rid for rid, _ in self._scheduler.statistics().queue]
+        )
 
     def _register(self, posted: _Posted) -> e.Event:
         event = posted.event
@@ -498,21 +478,8 @@ class LocalRouter:
         if isinstance(event, e.ModelRetired):
             self._processes.install_successor(event.model)
         if isinstance(event, e.RequestArrived) and posted.ticket is not None:
-            self._tickets[event.request_id] = posted.ticket
-            if posted.ticket.admission_abandoned():
-                event = dataclasses.replace(event, client_gone=True)
+            event = self._tickets.register(event, posted.ticket)
         return event
-
-    def _swap_finished(self, event: e.Event) -> SwapFinished | None:
-        """For a ``SwapDone`` of a swap still tracked: publish its fact; the ready swap."""
-        if not isinstance(event, e.SwapDone):
-            return None
-        times = self._swap_times.pop(event.swap_id, None)
-        if times is None:
-            return None  # cancelled by an unload or shutdown: nothing to tell
-        fact = times.finished(event.now, event.error)
-        self._publish(fact)
-        return fact if fact.error is None else None
 
     def _swap_reason(self, swap: d.StartSwap) -> str:
         """Why ``swap`` evicts: ``maxWait`` past the starvation bound, ``memory`` when the
@@ -524,49 +491,30 @@ class LocalRouter:
                 if info.swap_id != swap.swap_id:
                     continue
                 for rid in info.waiters:
-                    ticket = self._tickets.get(rid)
-                    if ticket is not None and now - ticket.arrived > max_wait:
+                    arrived = self._tickets.arrived(rid)
+                    if arrived is not None and now - arrived > max_wait:
                         return "maxWait"
         return "memory" if swap.memory else self._name
 
     def _forget(self, event: e.Event) -> None:
-        """Drop tickets whose story this event ended."""
-        if isinstance(event, e.RequestArrived):
-            ticket = self._tickets.get(event.request_id)
-            if ticket is not None and not ticket.admitted_by_router:
-                del self._tickets[event.request_id]
-        elif isinstance(event, e.Cancelled | e.ServeDone | e.GrantUndelivered):
-            self._tickets.pop(event.request_id, None)
-        elif isinstance(event, e.SwapDone):
+        """Drop tickets and swap workers whose story this event ended."""
+        self._tickets.forget(event)
+        if isinstance(event, e.SwapDone):
             self._swap_tasks.pop(event.swap_id, None)
-
-    def _view(self) -> dict[str, str]:
-        return {m: process.state.value for m, process in self._processes.current.items()}
 
     def _apply(self, decision: d.Decision, pending: deque[_Posted]) -> None:
         """Apply one decision; never awaits (decisions.py's table)."""
         match decision:
             case d.Admit(request_id=rid):
-                self._tickets[rid].resolve_admission(None)
+                self._tickets.admit(rid)
             case d.Reject(request_id=rid, status=status, message=message):
-                ticket = self._tickets.pop(rid, None)
-                if ticket is not None:
-                    ticket.resolve_admission(
-                        outcome_error(self._name, status, message, decision.retry_after)
-                    )
+                self._tickets.reject(rid, status, message, decision.retry_after)
             case d.GrantServe(request_id=rid, model=model, fifo_priority=priority):
-                ticket = self._tickets.get(rid)
-                swap = self._granting
-                if ticket is not None and swap is not None and swap.model == model:
-                    ticket.swap = swap
                 grant = ServeGrant(model, priority, self._processes[model])
-                if ticket is None or not ticket.deliver(grant):
-                    self._undelivered += 1
+                if not self._tickets.grant(rid, grant, self._granting):
                     pending.append(_Posted(e.GrantUndelivered(rid, self._clock())))
             case d.GrantError(request_id=rid, status=status, message=message):
-                ticket = self._tickets.pop(rid, None)
-                if ticket is not None:
-                    ticket.deliver(outcome_error(self._name, status, message, swap=True))
+                self._tickets.grant_error(rid, status, message)
             case d.StartSwap():
                 if decision.log_line:
                     log.log(_LOG_LEVELS[decision.log_level], "%s", decision.log_line)
@@ -577,19 +525,15 @@ class LocalRouter:
                     self._swap_reason(decision),
                     self._clock(),
                 )
-                times = _SwapTimes(started)
-                self._swap_times[decision.swap_id] = times
-                self._publish(started)
+                times = self._observers.swap_started(started)
                 target = self._processes[decision.model]
                 evictees = [self._processes[m] for m in decision.evict]
                 self._swap_tasks[decision.swap_id] = self._spawn(
-                    self._swap(decision, times, target, evictees),
+                    self._workers.swap(decision, times, target, evictees),
                     f"swap[{decision.model}#{decision.swap_id}]",
                 )
             case d.CancelSwap(swap_id=swap_id):
-                dropped = self._swap_times.pop(swap_id, None)
-                if dropped is not None:  # observers learn the swap ended, and why
-                    self._publish(dropped.finished(self._clock(), SWAP_CANCELLED))
+                self._observers.swap_cancelled(swap_id, self._clock)
                 task = self._swap_tasks.pop(swap_id, None)
                 if task is not None:
                     task.cancel()
@@ -597,13 +541,11 @@ class LocalRouter:
                 op = self._ops.get(decision.op_id)
                 grace = op.grace if op is not None else self._health_check_timeout
                 processes = [p for m in decision.models if (p := self._processes.get(m))]
-                self._spawn(self._stop_models(decision, grace, processes), f"{decision.reason}")
+                self._spawn(
+                    self._workers.stop_models(decision, grace, processes), f"{decision.reason}"
+                )
             case d.Positions(positions=positions):
-                for rid, position in positions.items():
-                    ticket = self._tickets.get(rid)
-                    if ticket is not None:
-                        ticket.set_position(position)
-                        self._positioned.add(rid)
+                self._tickets.set_positions(positions)
             case d.OpDone(op_id=op_id, error=error):
                 op = self._ops.pop(op_id, None)
                 if op is not None and not op.done.done():
@@ -614,29 +556,15 @@ class LocalRouter:
                 log.error("%s", message)
             case d.RetireModel(model=model):
                 log.info("%s router: %s drained, stopping its old definition", self._name, model)
-                self._spawn(self._retire(self._processes[model]), f"retire[{model}]")
-
-    def _refresh_positions(self) -> None:
-        """Tell tickets that left the queue (joined or started a swap) they have no position."""
-        if not self._positioned:
-            return
-        queued = {rid for rid, _ in self._scheduler.statistics().queue}
-        for rid in self._positioned - queued:
-            ticket = self._tickets.get(rid)
-            if ticket is not None:
-                ticket.set_position(None)
-        self._positioned &= queued
-
-    def _notify(self) -> None:
-        self._listeners.call(None)
+                self._spawn(self._workers.retire(self._processes[model]), f"retire[{model}]")
 
     def _on_process_change(self, change: StateChange) -> None:
         """A process stopped (crash, TTL, any stop): let queued requests look again (§9 #8)."""
-        self._process_listeners.call(change)
+        self._observers.process_changed(change)
         if change.new is ProcessState.STOPPED:
             self._post(e.Tick(self._clock()))
         else:
-            self._notify()
+            self._observers.changed()
 
     # --- tasks the loop launches -------------------------------------------------------------
 
@@ -647,70 +575,6 @@ class LocalRouter:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
-
-    async def _swap(
-        self,
-        swap: d.StartSwap,
-        times: _SwapTimes,
-        target: ManagedProcess,
-        evictees: Sequence[ManagedProcess],
-    ) -> None:
-        """Stop the evictees, then make the target ready; report ``SwapDone`` (§3.8).
-
-        Evictees get their own ``unloadTimeout`` as grace, not the global
-        ``healthCheckTimeout`` llama-swap uses (§9 #5). Cancelled only by
-        ``CancelSwap`` (unload, shutdown): then no report is sent. The
-        processes were taken from the table when the swap was decided, so a
-        reload in between cannot redirect it to another definition.
-        """
-        error: str | None = None
-        try:
-            if evictees:
-                await self._stop_all(evictees, None)
-            times.evicted = self._clock()
-            await target.ensure_ready()
-        except ModelswapError as exc:
-            error = exc.message
-        except Exception as exc:  # a bug below us: fail the waiters, keep the router
-            log.exception("%s router: swap to %s crashed", self._name, swap.model)
-            error = str(exc) or type(exc).__name__
-        if error is not None and not self._closing:
-            log.warning("%s router: swap to %s failed: %s", self._name, swap.model, error)
-        self._post(e.SwapDone(swap.swap_id, error, self._clock()))
-
-    async def _stop_models(
-        self, stop: d.StopModels, grace: float, processes: Sequence[ManagedProcess]
-    ) -> None:
-        """Unload or shutdown stops: all in parallel, then (shutdown) tear everything down."""
-        await self._stop_all(processes, grace)
-        if stop.reason == "shutdown":
-            await asyncio.gather(*(p.shutdown() for p in self._processes.every_process()))
-        self._post(e.StopsDone(stop.op_id, self._clock()))
-
-    async def _retire(self, process: ManagedProcess) -> None:
-        """A reload replaced or removed this drained process: stop it, then report.
-
-        The grace is the model's ``unloadTimeout``. The process is torn down
-        before ``ModelRetired`` puts its successor in place, so the old and the
-        new definition never run at the same time.
-        """
-        await self._stop_one(process, process.spec.unload_timeout)
-        await process.shutdown()
-        self._post(e.ModelRetired(process.model_id, self._clock()))
-
-    async def _stop_all(self, processes: Sequence[ManagedProcess], grace: float | None) -> None:
-        """Stop ``processes`` in parallel (grace None: each model's unloadTimeout)."""
-        async with asyncio.TaskGroup() as group:
-            for process in processes:
-                timeout = process.spec.unload_timeout if grace is None else grace
-                group.create_task(self._stop_one(process, timeout))
-
-    async def _stop_one(self, process: ManagedProcess, grace: float) -> None:
-        try:
-            await process.stop(grace)
-        except ModelswapError as exc:
-            level = logging.DEBUG if self._closing else logging.WARNING
-            log.log(level, "%s router: stopping %s: %s", self._name, process.model_id, exc)
 
 
 if TYPE_CHECKING:  # the server codes against api.py; prove we implement it
