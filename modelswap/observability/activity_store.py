@@ -110,6 +110,7 @@ _COLUMNS = (
     + ", ".join(name for name, _ in EXPLAIN_COLUMNS)
 )
 _INSERT = f"INSERT INTO activity ({_COLUMNS}) VALUES ({', '.join('?' * 23)})"
+_INSERT_WITH_ID = f"INSERT INTO activity (id, {_COLUMNS}) VALUES ({', '.join('?' * 24)})"
 _SELECT = f"SELECT id, {_COLUMNS} FROM activity"
 _NO_EXPLAIN: tuple[Any, ...] = (None,) * len(EXPLAIN_COLUMNS)
 
@@ -163,6 +164,10 @@ def _no_capture(_row_id: int) -> bool:
     return False
 
 
+def _nothing_pending() -> None:
+    return None
+
+
 class ActivityStore:
     """SQLite-backed activity rows and load history (module doc)."""
 
@@ -177,8 +182,11 @@ class ActivityStore:
         in_memory_cap = max_in_memory if max_in_memory > 0 else DEFAULT_MAX_IN_MEMORY
         self._cap = in_memory_cap if self._path is None else 0
         self._has_capture = has_capture or _no_capture
+        self._before_read: Callable[[], None] = _nothing_pending
         self._lock = threading.Lock()
         self._last_id = 0
+        self._reserved = 0
+        """In memory: the last row id handed out (rows may be made later, in id order)."""
         self._conn = sqlite3.connect(
             self._path or ":memory:",
             timeout=BUSY_TIMEOUT_S,
@@ -205,6 +213,7 @@ class ActivityStore:
             if name not in present:  # a file llama-swap created: add modelswap's columns
                 conn.execute(f"ALTER TABLE activity ADD COLUMN {name} {sql_type}")
         self._last_id = conn.execute("SELECT COALESCE(MAX(id), 0) FROM activity").fetchone()[0]
+        self._reserved = self._last_id
 
     def __repr__(self) -> str:
         where = self._path or ":memory:"
@@ -224,6 +233,10 @@ class ActivityStore:
         """Where ``has_capture`` of a row comes from (the capture cache, wired later)."""
         self._has_capture = has_capture
 
+    def set_before_read(self, make_pending_rows: Callable[[], None]) -> None:
+        """Called before every query of the rows: makes rows still pending (the row backlog)."""
+        self._before_read = make_pending_rows
+
     def close(self) -> None:
         """Close the database (idempotent); later calls raise ``sqlite3.ProgrammingError``."""
         with self._lock:
@@ -238,12 +251,24 @@ class ActivityStore:
     def record_many(self, records: Sequence[RequestRecord]) -> list[int]:
         """Store a batch in one transaction; the row ids, in order.
 
-        Ids are consecutive: the batch is inserted inside one ``BEGIN
-        IMMEDIATE`` under the lock, so nothing else inserts in between, and
-        ``AUTOINCREMENT`` hands out ``previous + 1`` each time.
+        Ids are consecutive. In memory they are handed out by
+        :meth:`reserve_ids` (rows may also be made later, by
+        :meth:`insert_rows`); in a file, the batch is inserted inside one
+        ``BEGIN IMMEDIATE`` under the lock, so nothing else inserts in
+        between, and ``AUTOINCREMENT`` hands out ``previous + 1`` each time.
         """
         if not records:
             return []
+        if self._cap:
+            ids = self.reserve_ids(len(records))
+            try:
+                self.insert_rows(list(zip(ids, records, strict=True)))
+            except BaseException:
+                with self._lock:  # nothing stored: hand the ids out again (if still the last)
+                    if self._reserved == ids[-1]:
+                        self._reserved = ids[0] - 1
+                raise
+            return list(ids)
         rows = [_row_params(record) for record in records]
         with self._lock:
             conn = self._conn
@@ -251,8 +276,6 @@ class ActivityStore:
             try:
                 conn.executemany(_INSERT, rows)
                 last: int = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
-                if self._cap and last > self._cap:
-                    conn.execute("DELETE FROM activity WHERE id <= ?", (last - self._cap,))
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -260,6 +283,39 @@ class ActivityStore:
                 raise
             self._last_id = last
         return list(range(last - len(rows) + 1, last + 1))
+
+    def reserve_ids(self, count: int) -> range:
+        """In memory: the next ``count`` row ids, for rows made later by :meth:`insert_rows`."""
+        if not self._cap:
+            raise RuntimeError("row ids are reserved only in memory (a file store counts its own)")
+        with self._lock:
+            first = self._reserved + 1
+            self._reserved += count
+        return range(first, first + count)
+
+    def insert_rows(self, rows: Sequence[tuple[int, RequestRecord]]) -> None:
+        """In memory: make these rows under their reserved ids (ascending), in one transaction.
+
+        Afterwards every row with ``id <= newest − cap`` is deleted, as after
+        any insert: the store keeps the newest ``metricsMaxInMemory`` rows.
+        """
+        if not rows:
+            return
+        params = [(row_id, *_row_params(record)) for row_id, record in rows]
+        last = rows[-1][0]
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(_INSERT_WITH_ID, params)
+                if last > self._cap:
+                    conn.execute("DELETE FROM activity WHERE id <= ?", (last - self._cap,))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            self._last_id = max(self._last_id, last)
 
     def record_load(self, model_id: str, seconds: float, wall: float) -> None:
         """Remember that ``model_id`` took ``seconds`` to load (finished at ``wall``)."""
@@ -345,6 +401,7 @@ class ActivityStore:
 
     def activity(self, query: ActivityQuery) -> dict[str, Any]:
         """One page of rows (spec §17): ``{data, page, limit, total, total_pages}``."""
+        self._before_read()
         where, args = where_clause(query)
         sql = f"{_SELECT}{where}{order_clause(query)} LIMIT ? OFFSET ?"
         with self._lock:
@@ -361,6 +418,7 @@ class ActivityStore:
 
     def entries(self, row_ids: Sequence[int]) -> list[dict[str, Any]]:
         """The rows with these ids (those still stored), ascending: e.g. for ``/api/events``."""
+        self._before_read()
         if not row_ids:
             return []
         marks = ", ".join("?" * len(row_ids))
@@ -372,6 +430,7 @@ class ActivityStore:
 
     def stats(self, model: str | None = None) -> dict[str, Any]:
         """Totals and rate histograms over every row, or one model's (spec §17)."""
+        self._before_read()
         where, args = ("", ()) if not model else (" WHERE model_id = ?", (model,))
         rated = f"{where} AND" if where else " WHERE"
         with self._lock:

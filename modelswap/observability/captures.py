@@ -1,7 +1,9 @@
 """Request/response captures (server spec §18): a bounded, compressed, in-memory ring.
 
 The recorder stores one capture per activity row, in its background work,
-after the row is written; ``GET /api/captures/<id>`` reads it back. The ring
+after the row is written (with the in-memory store: when the row is made,
+which happens when something reads — see :mod:`~modelswap.observability.row_backlog`;
+lookups make pending rows first); ``GET /api/captures/<id>`` reads it back. The ring
 holds at most ``max_bytes`` of *compressed* captures (``captureBuffer`` MiB;
 ≤ 0 disables captures) and forgets the oldest first; a capture larger than
 the whole buffer is skipped. Everything is lost on reload, as in llama-swap.
@@ -39,7 +41,7 @@ import re
 import threading
 import zlib
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -296,6 +298,10 @@ def _decode(row_id: int, capture: _Capture) -> dict[str, Any]:
     }
 
 
+def _nothing_pending() -> None:
+    return None
+
+
 class CaptureRing:
     """Compressed captures by activity row id, oldest forgotten first (spec §18)."""
 
@@ -304,6 +310,7 @@ class CaptureRing:
         self._blobs: OrderedDict[int, _Capture] = OrderedDict()
         self._size = 0
         self._lock = threading.Lock()
+        self._before_read: Callable[[], None] = _nothing_pending
         self.evicted = 0
         self.skipped = 0
         """Captures not stored: larger than the buffer, or an undecodable response."""
@@ -355,13 +362,19 @@ class CaptureRing:
                 self.evicted += 1
         return True
 
+    def set_before_read(self, make_pending_rows: Callable[[], None]) -> None:
+        """Called before every lookup: makes the captures still pending (the row backlog)."""
+        self._before_read = make_pending_rows
+
     def get(self, row_id: int) -> dict[str, Any] | None:
         """The capture JSON (bodies base64), or None if absent, evicted or disabled."""
+        self._before_read()
         with self._lock:
             capture = self._blobs.get(row_id)
         return None if capture is None else _decode(row_id, capture)
 
     def has(self, row_id: int) -> bool:
+        self._before_read()
         return row_id in self._blobs
 
     def _capture_blob(self, record: RequestRecord) -> _Capture | None:

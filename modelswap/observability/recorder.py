@@ -9,7 +9,12 @@ published and :meth:`wait_flushed` callers woken, on the event loop.
 
 Where the work runs depends on the store:
 
-* **In memory** (the default): on the event loop, in slices of at most
+* **In memory** (the default): the costly part — token parsing, the insert,
+  the capture — waits in a :class:`~modelswap.observability.row_backlog.RowBacklog`
+  until something reads rows or captures (or an ``/api/events`` client
+  listens); the store keeps only the newest rows, so most would be evicted
+  unread. What must see every request at once — the row id, Prometheus, the
+  timeline, ``activity`` events — runs on the event loop, in slices of at most
   :data:`INLINE_SLICE` records per loop turn, once per :data:`WAKE_DELAY`
   window. Measured (BENCHMARKS.md): a writer thread cost *more* CPU than the
   work itself — ~100 µs per request at 50 connections against ~40 µs inline —
@@ -36,6 +41,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from modelswap.observability.records import RequestRecord
+from modelswap.observability.row_backlog import RowBacklog
 
 __all__ = [
     "ActivitySink",
@@ -105,10 +111,13 @@ class Recorder:
         on_stored: StoredListener | None = None,
         max_pending: int = MAX_PENDING,
         inline: bool = False,
+        backlog: RowBacklog | None = None,
     ) -> None:
         self._store = store
-        self._inline = inline
+        self._inline = inline or backlog is not None
         """Process on the event loop (in-memory store), not in a writer thread."""
+        self._backlog = backlog
+        """Rows and captures made when someone reads (in-memory store; module doc)."""
         self._captures = captures
         self._metrics = metrics
         self._on_stored = on_stored
@@ -265,17 +274,20 @@ class Recorder:
         records = [item for item in batch if isinstance(item, RequestRecord)]
         stored: list[tuple[int, RequestRecord]] = []
         store = self._store
+        backlog = self._backlog
         try:
             for item in batch:
                 if isinstance(item, _Load) and store is not None:
                     store.record_load(item.model_id, item.seconds, item.wall)
-            if records and store is not None:
+            if backlog is not None:
+                stored = backlog.add(records)  # ids now; rows and captures when read
+            elif records and store is not None:
                 stored = list(zip(store.record_many(records), records, strict=True))
         except Exception:
             self._failed += len(records)
             log.exception("failed to store %d activity rows", len(records))
         for row_id, record in stored:
-            if self._captures is not None:
+            if self._captures is not None and backlog is None:
                 try:
                     self._captures.store(row_id, record)
                 except Exception:

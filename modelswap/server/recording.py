@@ -318,6 +318,7 @@ def setup_recording(app: web.Application, keep_limit: int) -> None:
     from modelswap.observability.inflight import INFLIGHT
     from modelswap.observability.load_eta import LoadEstimates, LoadProgress
     from modelswap.observability.recorder import Recorder
+    from modelswap.observability.row_backlog import RowBacklog
     from modelswap.router.facts import RouterFact, SwapFinished
     from modelswap.server.activity_api import ACTIVITY_STORE
     from modelswap.server.context import SERVER_STATE
@@ -336,12 +337,18 @@ def setup_recording(app: web.Application, keep_limit: int) -> None:
             for row_id, _ in stored:
                 hub.publish_activity(row_id, rows.get(row_id))
 
+        capture_sink = captures if captures.enabled else None
+        backlog = None
+        if store.max_rows is not None:  # in memory: rows made when read (row_backlog)
+            backlog = RowBacklog(store, capture_sink, store.max_rows)
+            store.set_before_read(backlog.make_rows)
+            captures.set_before_read(backlog.make_rows)
         recorder = Recorder(
             store,
-            captures=captures if captures.enabled else None,
+            captures=capture_sink,
             metrics=app[METRICS],
             on_stored=publish_rows,
-            inline=store.path is None,  # no disk to wait for: cheaper on the loop
+            backlog=backlog,  # no disk to wait for: on the loop, the costly part when read
         )
         recorder.start()
         sinks.recorder = recorder
