@@ -29,6 +29,7 @@ import asyncio
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, tzinfo
 from typing import TextIO
@@ -213,10 +214,20 @@ class ProxyLogHandler(logging.Handler):
             message = f"{message}\n{record.exc_text}"
         if record.stack_info:
             message = f"{message}\n{record.stack_info}"
-        label = _LABELS.get(record.levelno) or f"[{level_label(record.levelno)}] "
+        return self._line(record.levelno, message, record.created)
+
+    def _line(self, levelno: int, message: str, created: float) -> bytes:
+        label = _LABELS.get(levelno) or f"[{level_label(levelno)}] "
         if self.time_format.enabled:
-            return f"{self.time_format.prefix(record.created)}{label}{message}\n".encode()
+            return f"{self.time_format.prefix(created)}{label}{message}\n".encode()
         return f"{label}{message}\n".encode()
+
+    def emit_message(self, levelno: int, message: str, created: float) -> None:
+        """:meth:`emit` for a plain message, without a ``LogRecord`` (see :func:`log_line`)."""
+        try:
+            self._deliver(self._line(levelno, message, created))
+        except Exception:
+            logging.getLogger("modelswap").exception("proxy log handler %r failed", self)
 
     def handle(self, record: logging.LogRecord) -> bool:
         """Like ``Handler.handle`` without the lock: ``emit`` is loop-confined."""
@@ -227,13 +238,15 @@ class ProxyLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format_line(record)
-            if self._thread is None or threading.get_ident() == self._thread:
-                self._sink(line)
-            elif self._loop is not None and not self._loop.is_closed():
-                self._loop.call_soon_threadsafe(self._sink, line)
+            self._deliver(self.format_line(record))
         except Exception:
             self.handleError(record)
+
+    def _deliver(self, line: bytes) -> None:
+        if self._thread is None or threading.get_ident() == self._thread:
+            self._sink(line)
+        elif self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._sink, line)
 
 
 class StartupLogHandler(ProxyLogHandler):
@@ -258,6 +271,57 @@ class StartupLogHandler(ProxyLogHandler):
         if _attached:
             return False
         return super().handle(record)
+
+
+# --- one line without a LogRecord --------------------------------------------------------
+
+
+def log_line(logger: logging.Logger, levelno: int, message: str) -> None:
+    """``logger.log(levelno, "%s", message)``, cheaper when only proxy handlers would see it.
+
+    The access log writes one line per request, and stdlib ``logging`` spends
+    most of a line's cost on the record itself (``findCaller`` walks the
+    stack; ``LogRecord`` reads the clock, the thread, the process…), all of
+    which the proxy handler ignores. So when every handler the record would
+    reach is a :class:`ProxyLogHandler` without filters (or a silent
+    :class:`StartupLogHandler`), the line goes straight to them, byte for
+    byte what the record would have produced; with any other handler (a
+    test's ``caplog``, a user's handler, a logger filter) the record is made
+    as usual, so nothing can tell the difference.
+    """
+    if not logger.isEnabledFor(levelno):
+        return
+    direct = _proxy_handlers_only(logger, levelno)
+    if direct is None:
+        logger.log(levelno, "%s", message)
+        return
+    created = time.time()
+    for handler in direct:
+        handler.emit_message(levelno, message, created)
+
+
+def _proxy_handlers_only(logger: logging.Logger, levelno: int) -> list[ProxyLogHandler] | None:
+    """The handlers a record would reach, if all are plain proxy handlers; else None."""
+    found: list[ProxyLogHandler] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters:
+            return None
+        for handler in current.handlers:
+            if levelno < handler.level:
+                continue
+            kind = type(handler)
+            if kind is ProxyLogHandler and not handler.filters:
+                found.append(handler)  # type: ignore[arg-type]  # checked just above
+            elif kind is StartupLogHandler and _attached and not handler.filters:
+                continue  # silent while an app's handler is attached
+            else:
+                return None
+        current = current.parent if current.propagate else None
+    last_resort = logging.lastResort
+    if not found and last_resort is not None and levelno >= last_resort.level:
+        return None  # logging would print it through its last resort
+    return found
 
 
 # --- attaching to the logger -----------------------------------------------------------

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from modelswap.observability.proxy_log import log_line
 from modelswap.server.gotime import go_duration
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -171,8 +172,8 @@ class AccessLog:
             started_at=started_at,
             request=request,
         )
-        if logged:
-            self.logger.info("%s", format_access_line(record))
+        if logged:  # no LogRecord when only the proxy log would read it
+            log_line(self.logger, logging.INFO, format_access_line(record))
         for observer in self.observers:
             try:
                 observer(record)

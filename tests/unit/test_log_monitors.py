@@ -21,6 +21,7 @@ from modelswap.observability.proxy_log import (
     StartupLogHandler,
     attach_handler,
     detach_handler,
+    log_line,
     parse_log_level,
 )
 
@@ -178,6 +179,85 @@ def test_timestamp_then_level_then_message() -> None:
     record.created = REFERENCE
     logger.handle(record)
     assert out == [b"2006-01-02T15:04:05-07:00 [WARN] disk low\n"]
+
+
+# --- log_line: the access line without a LogRecord ---------------------------------------
+
+
+class Counting(ProxyLogHandler):
+    """A proxy handler that counts the records it was handed (a subclass: never direct)."""
+
+    def __init__(self, out: list[bytes], **kw: str) -> None:
+        super().__init__(out.append, **kw)
+        self.records = 0
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        self.records += 1
+        return super().handle(record)
+
+
+@pytest.mark.parametrize("time_format", ["", "rfc3339", "rfc3339nano", "kitchen"])
+def test_log_line_writes_what_a_record_would_without_making_one(
+    time_format: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("time.time", lambda: REFERENCE)  # the record's clock and log_line's
+    direct: list[bytes] = []
+    logger = make_logger(ProxyLogHandler(direct.append, time_format=time_format, tz=MST))
+    made = logging.Logger.makeRecord
+    records: list[str] = []
+
+    def spy(self: logging.Logger, *args: object, **kw: object) -> logging.LogRecord:
+        records.append(self.name)
+        return made(self, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(logging.Logger, "makeRecord", spy)
+    log_line(logger, logging.INFO, 'Request 1.2.3.4 "GET / HTTP/1.1" 200 2 "%s" 1ms')
+    assert records == []  # straight to the handler
+    via_record: list[bytes] = []
+    logger = make_logger(ProxyLogHandler(via_record.append, time_format=time_format, tz=MST))
+    logger.info("%s", 'Request 1.2.3.4 "GET / HTTP/1.1" 200 2 "%s" 1ms')
+    assert records == ["t"] and direct == via_record and len(direct) == 1
+
+
+def test_log_line_respects_levels_and_propagation() -> None:
+    out: list[bytes] = []
+
+    def child_of(parent_level: int) -> logging.Logger:
+        parent = logging.Logger("parent", parent_level)
+        parent.addHandler(ProxyLogHandler(out.append, level="info"))
+        child = logging.Logger("parent.child", logging.NOTSET)
+        child.parent = parent
+        return child
+
+    log_line(child_of(logging.WARNING), logging.INFO, "below the logger's level")
+    log_line(child_of(logging.DEBUG), logging.DEBUG, "below the handler's level")
+    log_line(child_of(logging.DEBUG), logging.INFO, "through the parent")
+    alone = child_of(logging.DEBUG)
+    alone.propagate = False
+    log_line(alone, logging.INFO, "not propagated: no handler, below the last resort")
+    assert out == [b"[INFO] through the parent\n"]
+
+
+def test_log_line_falls_back_to_a_record_for_any_other_handler_or_a_filter() -> None:
+    out: list[bytes] = []
+    counting = Counting(out)
+    logger = make_logger(counting)
+    log_line(logger, logging.INFO, "a subclass gets its record")
+    assert counting.records == 1
+    seen: list[str] = []
+
+    class Other(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    logger = make_logger(ProxyLogHandler(out.append))
+    logger.addHandler(Other())
+    log_line(logger, logging.INFO, "100% literal %s")  # never %-formatted
+    assert seen == ["100% literal %s"]
+    filtered = make_logger(ProxyLogHandler(out.append))
+    filtered.addFilter(lambda record: "secret" not in record.getMessage())
+    log_line(filtered, logging.INFO, "a secret")
+    assert out == [b"[INFO] a subclass gets its record\n", b"[INFO] 100% literal %s\n"]
 
 
 # --- attaching -----------------------------------------------------------------------------
