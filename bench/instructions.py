@@ -1,7 +1,9 @@
 """Instructions per proxied request: a cost figure a noisy machine cannot skew.
 
-Run: ``python3 bench/instructions.py [--baseline REV] [--requests N] [--set KEY=JSON ...]``
-(``bench/run.py`` runs it too when valgrind is installed).
+Run: ``python3 bench/instructions.py [--baseline REV] [--requests N] [--set KEY=JSON ...]
+[--events]`` (``bench/run.py`` runs it too when valgrind is installed). ``--events``
+keeps an ``/api/events`` client listening throughout, as an open UI does: the
+cost of a request whose activity row and log line are pushed live.
 
 Why: wall-clock and even CPU-time figures on a shared 2-core machine move by
 30–50 % from one minute to the next (CPU time per request of the *same* code
@@ -42,25 +44,47 @@ from modelswap.testing.fake_process import free_port
 CLIENTS = 4
 
 
-async def _drive(base: str, requests: int) -> None:
+async def _listen(session: aiohttp.ClientSession, base: str, opened: asyncio.Event) -> None:
+    """An ``/api/events`` client (the UI) reading everything until cancelled."""
+    async with session.get(f"{base}/api/events") as resp:
+        opened.set()
+        async for _ in resp.content.iter_any():
+            pass
+
+
+async def _drive(base: str, requests: int, events: bool = False) -> None:
     """Wait until the model answers, then send ``requests`` chat completions."""
     async with aiohttp.ClientSession() as session:
         await wait_ok(session, f"{base}{PATH}", timeout=300.0)  # startup under valgrind: ~1 min
-        left = requests
-
-        async def client() -> None:
-            nonlocal left
-            while left > 0:
-                left -= 1
-                async with session.post(f"{base}{PATH}", json=CHAT_BODY) as resp:
-                    if resp.status != 200:
-                        raise RuntimeError(f"status {resp.status}: {await resp.text()}")
-                    await resp.read()
-
-        await asyncio.gather(*(client() for _ in range(CLIENTS)))
+        listener: asyncio.Task[None] | None = None
+        if events:
+            opened = asyncio.Event()
+            listener = asyncio.create_task(_listen(session, base, opened))
+            await opened.wait()
+        try:
+            await _send(session, base, requests)
+        finally:
+            if listener is not None:
+                listener.cancel()
 
 
-def count(config: Path, requests: int, env: dict[str, str]) -> int:
+async def _send(session: aiohttp.ClientSession, base: str, requests: int) -> None:
+    """``requests`` chat completions from :data:`CLIENTS` concurrent clients."""
+    left = requests
+
+    async def client() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            async with session.post(f"{base}{PATH}", json=CHAT_BODY) as resp:
+                if resp.status != 200:
+                    raise RuntimeError(f"status {resp.status}: {await resp.text()}")
+                await resp.read()
+
+    await asyncio.gather(*(client() for _ in range(CLIENTS)))
+
+
+def count(config: Path, requests: int, env: dict[str, str], events: bool = False) -> int:
     """User-space instructions of one modelswap run serving ``requests`` (+1 warm-up)."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="modelswap-cg-") as tmp:
@@ -73,7 +97,7 @@ def count(config: Path, requests: int, env: dict[str, str]) -> int:
             start_new_session=True,
         )  # fmt: skip
         try:
-            asyncio.run(_drive(f"http://127.0.0.1:{port}", requests))
+            asyncio.run(_drive(f"http://127.0.0.1:{port}", requests, events))
         finally:
             proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=600)
@@ -85,8 +109,10 @@ def count(config: Path, requests: int, env: dict[str, str]) -> int:
     return int(found.group(1).replace(b",", b""))
 
 
-def per_request(config: Path, env: dict[str, str], few: int, many: int) -> float:
-    return (count(config, many, env) - count(config, few, env)) / (many - few)
+def per_request(
+    config: Path, env: dict[str, str], few: int, many: int, events: bool = False
+) -> float:
+    return (count(config, many, env, events) - count(config, few, env, events)) / (many - few)
 
 
 def run(
@@ -94,6 +120,7 @@ def run(
     requests: int = 300,
     settings: dict[str, object] | None = None,
     quick: bool = False,
+    events: bool = False,
 ) -> Report:
     """Instructions per request for the current tree (and each ``baseline``), same config."""
     if shutil.which("valgrind") is None:
@@ -109,16 +136,20 @@ def run(
             config.write_text(json.dumps(data))
         env = dict(os.environ, PYTHONSAFEPATH="1")
         env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
-        results.append(("modelswap", per_request(config, env, few, many)))
+        results.append(("modelswap", per_request(config, env, few, many, events)))
         print(f"  modelswap: {results[-1][1]:,.0f} instructions/request", flush=True)
         baselines = [baseline] if isinstance(baseline, str) else baseline or []
         for index, rev in enumerate(baselines):
             where = tmp / f"rev{index}"
             where.mkdir()
             with baseline_checkout(rev, where) as old_env:
-                results.append((f"modelswap@{rev}", per_request(config, old_env, few, many)))
+                results.append(
+                    (f"modelswap@{rev}", per_request(config, old_env, few, many, events))
+                )
             print(f"  {results[-1][0]}: {results[-1][1]:,.0f} instructions/request", flush=True)
     extra = f", config plus {json.dumps(settings)}" if settings else ""
+    if events:
+        extra += ", an `/api/events` client listening throughout (the UI open)"
     md = [
         f"valgrind cachegrind, user-space instructions of the whole modelswap process per small "
         f"non-streaming chat completion ({many - few} requests, {CLIENTS} clients, runs of "
@@ -143,9 +174,12 @@ def main() -> int:
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=JSON", help="config key to override"
     )
+    parser.add_argument(
+        "--events", action="store_true", help="keep an /api/events client listening (the UI open)"
+    )
     args = parser.parse_args()
     settings = {key: json.loads(value) for key, value in (s.split("=", 1) for s in args.set)}
-    report = run(args.baseline, args.requests, settings or None)
+    report = run(args.baseline, args.requests, settings or None, events=args.events)
     print("\n".join(report.markdown))
     return 0
 
