@@ -264,3 +264,32 @@ async def test_load_progress_events_while_a_model_loads(tmp_path: Path) -> None:
     assert phases[0]["expected_ms"] is None  # never loaded before
     assert any(p["phase"] == "loading" and p["elapsed_ms"] >= 1000 for p in phases)
     assert phases[-1]["phase"] == "ready" and phases[-1]["elapsed_ms"] >= 1200
+
+
+async def test_rows_unread_past_the_cap_are_dropped_and_the_rest_made_when_read(
+    tmp_path: Path,
+) -> None:
+    """In memory, rows and captures are made when read; ids are the request's from the start."""
+    async with (
+        running_server([fake(tmp_path, "m")], "metricsMaxInMemory: 4") as server,
+        server.session() as session,
+    ):
+        for words in range(1, 8):  # 7 requests, one at a time: ids 1..7 in order
+            async with session.post("/v1/chat/completions", json=chat("m", words, False)) as r:
+                assert r.status == 200
+                await r.read()
+        await flushed(server)
+        backlog_len = len(server.app[RECORDING].recorder._backlog or ())  # type: ignore[union-attr]
+        assert backlog_len == 4  # nobody read: the newest 4 raw, the 3 older dropped unparsed
+        async with session.get("/api/timeline") as resp:
+            marks = [mark["id"] for mark in (await resp.json())["requests"]]
+        async with session.get("/api/captures/7") as resp:  # a capture lookup makes the rows
+            assert resp.status == 200
+            assert b"word " * 6 + b"word" in base64.b64decode((await resp.json())["req_body"])
+        async with session.get("/api/captures/3") as resp:
+            assert resp.status == 404  # dropped with its row, as the store would have evicted it
+        rows = await all_rows(session)
+    assert marks == [1, 2, 3, 4, 5, 6, 7]
+    assert [row["id"] for row in rows] == [7, 6, 5, 4]
+    assert [row["tokens"]["input_tokens"] for row in rows] == [7, 6, 5, 4]  # the fake counts words
+    assert all(row["has_capture"] for row in rows)
