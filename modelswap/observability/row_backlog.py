@@ -50,8 +50,8 @@ log = logging.getLogger("modelswap.observability.row_backlog")
 
 MAX_BYTES = 8 * 1024 * 1024
 """Body bytes kept raw at most; past it the oldest records are made into rows at once."""
-BATCH = 256
-"""Rows made per store transaction."""
+BATCH = 64
+"""Rows made per store transaction (and per hold of the lock the event loop may wait for)."""
 
 
 class RowWriter(Protocol):
@@ -133,12 +133,19 @@ class RowBacklog:
         return stored
 
     def make_rows(self, until_bytes: int = 0) -> None:
-        """Make the oldest raw records into rows (and captures) until at most ``until_bytes``."""
+        """Make the oldest raw records into rows (and captures) until at most ``until_bytes``.
+
+        One batch per lock hold, so the event loop's :meth:`add` waits for one
+        batch at most (a few milliseconds), never for a whole backlog being
+        made by a reader's thread. When it returns, every record added before
+        the call has its row: a batch another thread took is written before
+        that thread lets go of the lock.
+        """
         raw = self._raw
-        if not raw:
-            return
-        with self._lock:
-            while raw and self._bytes > until_bytes:
+        while True:  # the lock even when empty: another thread may be writing the last batch
+            with self._lock:
+                if not raw or self._bytes <= until_bytes:
+                    return
                 batch: list[tuple[int, RequestRecord]] = []
                 while raw and len(batch) < BATCH and self._bytes > until_bytes:
                     row_id, record, weight = raw.popleft()
