@@ -25,6 +25,7 @@ from modelswap.observability.events_hub import EVENTS_HUB
 from modelswap.observability.inflight import INFLIGHT
 from modelswap.observability.log_monitors import LOG_MONITORS
 from modelswap.observability.records import RequestRecord
+from modelswap.server.recording import RECORDING
 from tests.integration.router_harness import DEADLINE
 from tests.integration.server_harness import Server, config_text, fake, running_server
 
@@ -129,6 +130,9 @@ async def test_s24_85_late_client_gets_the_current_state_first(server: Server) -
     async with server.session() as s:
         async with s.post("/v1/chat/completions", json={"model": "a", **CHAT}) as resp:
             assert resp.status == 200  # a is now loaded
+        recorder = server.app[RECORDING].recorder
+        assert recorder is not None
+        await recorder.wait_flushed()  # its activity event is not one of the live ones below
         async with s.put("/api/profiles/active", json={"name": "coding"}) as resp:
             assert resp.status == 200
         try:
