@@ -28,6 +28,7 @@ import json
 import logging
 from collections import deque
 from collections.abc import AsyncIterator
+from json.encoder import encode_basestring
 from types import TracebackType
 from typing import Any
 
@@ -41,6 +42,10 @@ QUEUE_MESSAGES = 1024
 """Messages one ``/api/events`` connection may have waiting (spec §14)."""
 
 _COMPACT = (",", ":")
+_ENCODER = json.JSONEncoder(separators=_COMPACT, ensure_ascii=False)
+"""Made once: ``json.dumps`` with any non-default option builds a new encoder per call."""
+_quote = encode_basestring
+"""A JSON string literal (what ``json.dumps`` of a ``str`` gives, without its per-call set-up)."""
 
 
 def encode_event(event_type: str, data: object) -> bytes:
@@ -50,10 +55,8 @@ def encode_event(event_type: str, data: object) -> bytes:
     encoder does; Go additionally escapes ``<``, ``>`` and ``&``, which any
     JSON parser reads back identically, so that difference is not copied.
     """
-    inner = json.dumps(data, separators=_COMPACT, ensure_ascii=False)
-    envelope = json.dumps(
-        {"type": event_type, "data": inner}, separators=_COMPACT, ensure_ascii=False
-    )
+    inner = _ENCODER.encode(data)
+    envelope = f'{{"type":{_quote(event_type)},"data":{_quote(inner)}}}'
     return b"event:message\ndata:" + envelope.encode() + b"\n\n"
 
 

@@ -28,6 +28,17 @@ def test_wire_format_is_llama_swaps_byte_for_byte() -> None:
     assert decode(message) == ("profileChanged", {"active": "coding", "x": [1, "é"]})
 
 
+def test_wire_format_equals_json_dumps_twice_for_awkward_text() -> None:
+    """The envelope is written by hand: it must equal ``json.dumps`` of the nested form."""
+    data = {"data": 'quote " backslash \\ newline \n tab \t nul \x00 é 😀 \u2028 </script>'}
+    inner = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    envelope = json.dumps(
+        {"type": "logData", "data": inner}, separators=(",", ":"), ensure_ascii=False
+    )
+    assert encode_event("logData", data) == b"event:message\ndata:" + envelope.encode() + b"\n\n"
+    assert decode(encode_event("logData", data)) == ("logData", data)
+
+
 def test_publish_without_subscribers_does_not_serialise() -> None:
     hub = EventsHub()
     hub.publish("modelStatus", object())  # not JSON-serialisable: must not be touched
