@@ -9,7 +9,13 @@ the message **once**, in llama-swap's wire format::
     data:{"type":"<type>","data":"<JSON document as a string>"}
 
 (no space after the colons, ``data`` double-encoded), and offers the same
-bytes to every subscriber. Each subscriber (one per open ``/api/events``
+bytes to every subscriber. Subscribers are woken once per :data:`SEND_WINDOW`
+(not once per message), so a client gets one write per window however many
+events its requests made — with the UI open, a request publishes several
+(in-flight changes, ``activity``, ``metrics``, its access line), and one
+write each cost more than the events themselves (BENCHMARKS.md, "With the UI
+open"). Producers that coalesce their updates (the in-flight tracker) run
+just before each send (:meth:`EventsHub.before_send`). Each subscriber (one per open ``/api/events``
 connection) has its own queue of at most 1024 messages: a client that does not
 keep up loses messages — counted, and logged once per overflow — and never
 slows the publisher or the other clients. With nobody subscribed,
@@ -27,7 +33,7 @@ import asyncio
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from json.encoder import encode_basestring
 from types import TracebackType
 from typing import Any
@@ -36,10 +42,19 @@ from aiohttp import web
 
 log = logging.getLogger("modelswap.observability")
 
-__all__ = ["EVENTS_HUB", "QUEUE_MESSAGES", "EventSubscription", "EventsHub", "encode_event"]
+__all__ = [
+    "EVENTS_HUB",
+    "QUEUE_MESSAGES",
+    "SEND_WINDOW",
+    "EventSubscription",
+    "EventsHub",
+    "encode_event",
+]
 
 QUEUE_MESSAGES = 1024
 """Messages one ``/api/events`` connection may have waiting (spec §14)."""
+SEND_WINDOW = 0.1
+"""Seconds from the first message published to the subscribers being woken (one write each)."""
 
 _COMPACT = (",", ":")
 _ENCODER = json.JSONEncoder(separators=_COMPACT, ensure_ascii=False)
@@ -89,7 +104,6 @@ class EventSubscription:
 
     def _offer(self, message: bytes) -> bool:
         """Queue ``message``, or count it as dropped and return False (called by the hub)."""
-        self._wakeup.set()
         if len(self._queue) < self._max:
             self._queue.append(message)
             self._overflowing = False
@@ -100,6 +114,11 @@ class EventSubscription:
             log.warning("event stream client too slow: dropping messages (%d)", self.dropped)
         return False
 
+    def _wake(self) -> None:
+        """Messages are waiting: wake the reader (the hub calls it once per send window)."""
+        if self._queue:
+            self._wakeup.set()
+
     def get_nowait(self) -> list[bytes]:
         """Every queued message, oldest first (empty if none)."""
         messages = list(self._queue)
@@ -107,13 +126,21 @@ class EventSubscription:
         return messages
 
     async def wait_messages(self) -> list[bytes]:
-        """Wait for at least one message; all queued ones are returned. [] once closed."""
-        while not self._queue:
-            if self._closed:
-                return []
-            self._wakeup.clear()
-            await self._wakeup.wait()
-        return self.get_nowait()
+        """Wait for the hub's next send; every queued message is returned. [] once closed.
+
+        Messages queued since the last call wait for the send too (they are
+        not returned at once), so a reader busy writing still writes once
+        per send window.
+        """
+        wakeup = self._wakeup
+        while True:
+            if wakeup.is_set() or self._closed:
+                wakeup.clear()
+                if self._queue:
+                    return self.get_nowait()
+                if self._closed:
+                    return []
+            await wakeup.wait()
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._iterate()
@@ -150,10 +177,15 @@ class EventSubscription:
 class EventsHub:
     """Encode-once fan-out of ``/api/events`` messages to bounded subscriber queues."""
 
-    def __init__(self, *, queue_messages: int = QUEUE_MESSAGES) -> None:
+    def __init__(
+        self, *, queue_messages: int = QUEUE_MESSAGES, send_window: float = SEND_WINDOW
+    ) -> None:
         if queue_messages < 1:
             raise ValueError("queue_messages must be >= 1")
         self._queue_messages = queue_messages
+        self._send_window = send_window
+        self._send_timer: asyncio.TimerHandle | None = None
+        self._before_send: list[Callable[[], None]] = []
         self._subscribers: list[EventSubscription] = []
         self._closed = False
         self.published = 0
@@ -190,6 +222,40 @@ class EventsHub:
         for subscriber in self._subscribers:
             if not subscriber._offer(message):
                 self.dropped += 1
+        if self._send_timer is None:
+            self._schedule_send()
+
+    def before_send(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` just before the next send (it may publish); a send is scheduled.
+
+        For producers that fold many updates into the current state (the
+        in-flight tracker): what they publish then is as fresh as it can be
+        and reaches the clients in the same write.
+        """
+        self._before_send.append(callback)
+        if self._send_timer is None:
+            self._schedule_send()
+
+    def _schedule_send(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a synchronous caller): send now
+            self._send()
+            return
+        self._send_timer = loop.call_later(self._send_window, self._send)
+
+    def _send(self) -> None:
+        """Run the before-send callbacks, then wake every subscriber with messages waiting."""
+        while self._before_send:
+            callbacks, self._before_send = self._before_send, []
+            for callback in callbacks:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("events producer failed")
+        self._send_timer = None
+        for subscriber in self._subscribers:
+            subscriber._wake()
 
     def publish_activity(self, row_id: int, row: dict[str, Any] | None) -> None:
         """An activity row was stored: ``activity`` ``{"id": …}``, then ``metrics`` ``[row]``.
@@ -219,6 +285,10 @@ class EventsHub:
     def close(self) -> None:
         """End every stream now; later subscriptions start closed. Idempotent."""
         self._closed = True
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+        self._before_send.clear()
         for subscription in list(self._subscribers):
             subscription._end()
 

@@ -138,3 +138,41 @@ def test_get_nowait_returns_every_queued_message_at_once() -> None:
     hub.publish("b", 2)
     assert [decode(m) for m in sub.get_nowait()] == [("a", 1), ("b", 2)]
     assert sub.get_nowait() == []
+
+
+async def test_subscribers_are_woken_once_per_send_window_with_everything_published() -> None:
+    """Many messages in one window: one wake-up, all of them at once (one write per client)."""
+    hub = EventsHub(send_window=0.05)
+    producer_ran: list[int] = []
+
+    def producer() -> None:  # runs just before the send: what it publishes goes along
+        producer_ran.append(hub.subscriber_count)
+        hub.publish("inflight", {"operation": "remove", "id": "1"})
+
+    with hub.subscribe() as first, hub.subscribe() as second:
+        hub.publish("activity", {"id": 1})
+        hub.before_send(producer)
+        hub.publish("activity", {"id": 2})
+        waiting = asyncio.create_task(first.wait_messages())
+        await asyncio.sleep(0)  # the reader waits: nothing was sent yet
+        assert not waiting.done() and producer_ran == []
+        async with asyncio.timeout(2):
+            messages = await waiting
+        assert [decode(m) for m in messages] == [
+            ("activity", {"id": 1}),
+            ("activity", {"id": 2}),
+            ("inflight", {"operation": "remove", "id": "1"}),
+        ]
+        assert producer_ran == [2]
+        assert len(second.get_nowait()) == 3
+
+
+def test_without_a_running_loop_the_send_is_immediate() -> None:
+    """A synchronous caller (no event loop): before-send callbacks run at once."""
+    hub = EventsHub()
+    ran: list[bool] = []
+    with hub.subscribe() as sub:
+        hub.before_send(lambda: ran.append(True))
+        hub.publish("activity", {"id": 1})
+        assert ran == [True]
+        assert len(sub.get_nowait()) == 1
