@@ -128,7 +128,7 @@ def build_app(
     # every later part can publish to them.
     events_hub = EventsHub()
     app[EVENTS_HUB] = events_hub
-    app[INFLIGHT] = InflightTracker(events_hub)
+    app[INFLIGHT] = InflightTracker(events_hub, defer=events_hub.before_send)
     app[CAPTURES] = CaptureRing.from_mib(config.capture_buffer)
     # First cleanup context: the log handler outlives the router's shutdown lines.
     monitors = setup_log_monitors(app, config)

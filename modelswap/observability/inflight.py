@@ -11,9 +11,19 @@ on start, on response headers and as bytes flow (at most one per 250 ms per
 request, with a trailing update so the last count is shown), ``remove`` at the
 end, and a full ``snapshot`` on connect. Nothing here may slow a request:
 
-* the calls on the request path only update the entry and append a
-  ``(operation, id)`` pair to an **outbox** of 128; the entry is encoded
-  later, in a loop callback, so ``elapsed_ms`` is recomputed when published;
+* the calls on the request path only update the entry and note its id in an
+  **outbox** of 128; the entry is encoded later, in a loop callback (with the
+  events hub: just before the hub's next send), so ``elapsed_ms`` is
+  recomputed when published;
+* a flush publishes each changed request's **current** state once: one
+  ``upsert`` however many changes it had since the last flush, or ``remove``
+  if it ended — and nothing at all for a request that began and ended between
+  two flushes, which no listener was ever told about. A client sees the same
+  states as one reading a little later would; what it does not see is a
+  request shorter than the hub's send window (0.1 s) flash by. This is the
+  spec's own rule for a full outbox (drop incremental updates, send the
+  current state) applied per window: with the UI open, four ``inflight``
+  events per request were most of what a request cost to show (BENCHMARKS.md);
 * when the outbox is full, the pending incremental updates are discarded and
   one full snapshot is published instead (it describes the current state, so
   nothing is lost but intermediate steps);
@@ -34,11 +44,10 @@ import itertools
 import logging
 import re
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -158,9 +167,6 @@ class _Entry:
     timestamp: str | None = None
 
 
-Operation = Literal["upsert", "remove"]
-
-
 class InflightTracker:
     """The in-flight requests of one app and the ``inflight`` events that describe them."""
 
@@ -186,7 +192,10 @@ class InflightTracker:
         self._throttle = throttle
         self._ids = itertools.count(1)
         self._entries: dict[int, _Entry] = {}
-        self._outbox: deque[tuple[Operation, int]] = deque()
+        self._outbox: dict[int, None] = {}
+        """Ids changed since the last flush, in order of first change."""
+        self._shown: set[int] = set()
+        """Ids the listeners were told about (an upsert or a snapshot) and not yet removed."""
         self._snapshot_due = False
         self._flush_scheduled = False
         self.overflows = 0
@@ -231,7 +240,7 @@ class InflightTracker:
             self._wall_ns(),
             self._clock(),
         )
-        self._enqueue("upsert", request_id)
+        self._enqueue(request_id)
         return request_id
 
     def response_started(self, request_id: int, headers: Mapping[str, str]) -> None:
@@ -239,7 +248,7 @@ class InflightTracker:
         entry = self._entries.get(request_id)
         if entry is not None:
             entry.resp_headers = headers
-            self._enqueue("upsert", request_id)
+            self._enqueue(request_id)
 
     def add_bytes(self, request_id: int, count: int) -> None:
         """``count`` more body bytes were written; throttled upsert when someone listens."""
@@ -253,7 +262,7 @@ class InflightTracker:
         wait = entry.next_bytes_at - now
         if wait <= 0:
             entry.next_bytes_at = now + self._throttle
-            self._enqueue("upsert", request_id)
+            self._enqueue(request_id)
         else:
             entry.timer = self._call_later(wait, functools.partial(self._trailing, entry))
 
@@ -265,7 +274,7 @@ class InflightTracker:
         if entry.timer is not None:
             entry.timer.cancel()
             entry.timer = None
-        self._enqueue("remove", request_id)
+        self._enqueue(request_id)
 
     # --- control and views ----------------------------------------------------------
 
@@ -288,6 +297,7 @@ class InflightTracker:
     def snapshot_event(self) -> dict[str, Any]:
         """The ``inflight`` snapshot payload (``requests`` omitted when empty, as in Go)."""
         requests = self.snapshot()
+        self._shown.update(self._entries)  # a client now knows them: their removes must follow
         event: dict[str, Any] = {"operation": "snapshot"}
         if requests:
             event["requests"] = requests
@@ -299,14 +309,16 @@ class InflightTracker:
         entry.timer = None
         if entry.id in self._entries:
             entry.next_bytes_at = self._clock() + self._throttle
-            self._enqueue("upsert", entry.id)
+            self._enqueue(entry.id)
 
-    def _enqueue(self, operation: Operation, request_id: int) -> None:
+    def _enqueue(self, request_id: int) -> None:
         if not self._sink.has_subscribers:
-            return  # a later subscriber starts from a snapshot
+            if self._shown:
+                self._shown.clear()  # nobody left who saw them; a later client gets a snapshot
+            return
         if not self._snapshot_due:
-            if len(self._outbox) < self._outbox_size:
-                self._outbox.append((operation, request_id))
+            if request_id in self._outbox or len(self._outbox) < self._outbox_size:
+                self._outbox[request_id] = None
             else:
                 self._outbox.clear()
                 self._snapshot_due = True
@@ -321,18 +333,21 @@ class InflightTracker:
         if self._snapshot_due:
             self._snapshot_due = False
             self._outbox.clear()
+            self._shown.clear()  # the snapshot replaces what every client had
             self._sink.publish("inflight", self.snapshot_event())
             return
         now = self._clock()
-        while self._outbox:
-            operation, request_id = self._outbox.popleft()
-            if operation == "remove":
-                self._sink.publish("inflight", {"operation": "remove", "id": str(request_id)})
-                continue
+        outbox, self._outbox = self._outbox, {}
+        shown = self._shown
+        for request_id in outbox:
             entry = self._entries.get(request_id)
-            if entry is not None:  # ended since: its remove follows
+            if entry is not None:
                 request = self._entry_json(entry, now)
                 self._sink.publish("inflight", {"operation": "upsert", "request": request})
+                shown.add(request_id)
+            elif request_id in shown:  # ended; never shown: began and ended since the last flush
+                shown.discard(request_id)
+                self._sink.publish("inflight", {"operation": "remove", "id": str(request_id)})
 
     def _entry_json(self, entry: _Entry, now: float) -> dict[str, Any]:
         if entry.timestamp is None:

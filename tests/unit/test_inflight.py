@@ -232,9 +232,45 @@ def test_streaming_request_publishes_start_headers_bytes_remove() -> None:
     assert remove == {"operation": "remove", "id": "1"}
 
 
-def test_upsert_of_a_request_that_ended_before_the_flush_is_skipped() -> None:
+def test_a_request_that_began_and_ended_between_two_flushes_is_never_shown() -> None:
+    """No listener was told about it, so neither its upserts nor its remove are published."""
     tracker, world, sink = make()
     request_id = begin(tracker)
+    tracker.response_started(request_id, headers(("Content-Type", "text/plain")))
+    tracker.add_bytes(request_id, 5)
+    tracker.end(request_id)
+    world.run_deferred()
+    assert sink.take() == []
+    assert tracker.snapshot_event() == {"operation": "snapshot"}
+
+
+def test_changes_between_two_flushes_are_published_as_the_current_state_once() -> None:
+    """Several changes of one request since the last flush: one upsert with all of them."""
+    tracker, world, sink = make()
+    first, second = begin(tracker), begin(tracker)
+    world.run_deferred()
+    assert [e["request"]["id"] for e in sink.take()] == ["1", "2"]
+    tracker.response_started(second, headers(("Content-Type", "text/plain")))
+    tracker.add_bytes(second, 5)
+    tracker.response_started(first, headers(("Content-Type", "text/plain")))
+    tracker.end(first)  # shown before, so its remove is published
+    third = begin(tracker)
+    world.run_deferred()
+    events = sink.take()
+    assert [(e["operation"], e.get("id") or e["request"]["id"]) for e in events] == [
+        ("upsert", "2"),
+        ("remove", "1"),
+        ("upsert", str(third)),
+    ]
+    assert events[0]["request"]["resp_bytes"] == 5
+    assert events[0]["request"]["resp_headers"] == {"Content-Type": "text/plain"}
+
+
+def test_a_request_in_a_new_clients_snapshot_gets_its_remove() -> None:
+    """Begun after the last flush but shown to a client in its snapshot: its end is published."""
+    tracker, world, sink = make()
+    request_id = begin(tracker)
+    assert tracker.snapshot_event()["requests"][0]["id"] == "1"  # a client connects now
     tracker.end(request_id)
     world.run_deferred()
     assert sink.take() == [{"operation": "remove", "id": "1"}]
@@ -280,6 +316,8 @@ def test_byte_updates_are_throttled_to_one_per_250ms_with_a_trailing_update() ->
 def test_end_cancels_the_pending_trailing_update() -> None:
     tracker, world, sink = make()
     request_id = begin(tracker)
+    world.run_deferred()
+    sink.take()
     tracker.add_bytes(request_id, 1)
     tracker.add_bytes(request_id, 1)
     assert len(world.pending_timers) == 1
@@ -311,7 +349,9 @@ def test_nothing_is_queued_or_armed_while_nobody_listens() -> None:
 def test_overflowing_outbox_is_replaced_by_one_snapshot() -> None:
     tracker, world, sink = make(outbox_size=1)
     request_id = begin(tracker)  # fills the outbox; the publisher is "blocked" (not flushed)
-    tracker.end(request_id)  # does not block: the pending update is discarded instead
+    tracker.end(request_id)  # the same request: still one entry in the outbox
+    assert tracker.overflows == 0
+    tracker.end(begin(tracker))  # does not block: the pending update is discarded instead
     assert tracker.overflows == 1
     assert len(world.deferred) == 1  # one flush scheduled, however many updates
     world.run_deferred()
@@ -372,7 +412,10 @@ def test_real_hub_receives_inflight_events() -> None:
         hub, clock=world.clock, call_later=world.call_later, defer=world.defer
     )
     with hub.subscribe() as sub:
-        tracker.end(begin(tracker))
+        request_id = begin(tracker)
+        world.run_deferred()
+        sub.get_nowait()
+        tracker.end(request_id)
         world.run_deferred()
         [message] = sub.get_nowait()
     assert b'"type":"inflight"' in message
