@@ -30,10 +30,12 @@ building happen outside the lock.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import statistics as stats_module
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -154,8 +156,30 @@ def _row_params(record: RequestRecord) -> Row:
     )
 
 
+_AFFINITY = "ittttiiiiiirritt" + "rtttrrrr"
+"""Each row column's SQLite affinity (``i`` INTEGER, ``r`` REAL, ``t`` TEXT), id first."""
+
+
+def _as_stored(row: Row) -> Row:
+    """``row`` as SQLite would give it back: INTEGER affinity turns an integral float
+    into an int, REAL turns an int into a float (so ``-1`` reads back as ``-1.0``)."""
+    out = list(row)
+    for index, (kind, value) in enumerate(zip(_AFFINITY, row, strict=True)):
+        if kind == "r" and type(value) is int:
+            out[index] = float(value)
+        elif kind == "i" and type(value) is float and value.is_integer():
+            out[index] = int(value)
+    return tuple(out)
+
+
 def format_timestamp(ts: int) -> str:
     """RFC3339 at second precision in the local offset (``Z`` when local is UTC), as Go's."""
+    return _format_timestamp(ts, time.timezone, time.altzone)
+
+
+@functools.lru_cache(maxsize=8)
+def _format_timestamp(ts: int, _zone: int, _alt_zone: int) -> str:
+    """Cached per second (rows of one second share it); the zone is in the key for ``tzset``."""
     text = datetime.fromtimestamp(ts, UTC).astimezone().isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
@@ -293,15 +317,22 @@ class ActivityStore:
             self._reserved += count
         return range(first, first + count)
 
-    def insert_rows(self, rows: Sequence[tuple[int, RequestRecord]]) -> None:
+    def insert_rows(
+        self,
+        rows: Sequence[tuple[int, RequestRecord]],
+        prepared: Mapping[int, Row] | None = None,
+    ) -> None:
         """In memory: make these rows under their reserved ids (ascending), in one transaction.
 
+        ``prepared`` holds the :meth:`row_params` of rows already made for a
+        live push (:meth:`entry_of`), so their bodies are not parsed twice.
         Afterwards every row with ``id <= newest − cap`` is deleted, as after
         any insert: the store keeps the newest ``metricsMaxInMemory`` rows.
         """
         if not rows:
             return
-        params = [(row_id, *_row_params(record)) for row_id, record in rows]
+        known = prepared or {}
+        params = [(row_id, *(known.get(row_id) or _row_params(record))) for row_id, record in rows]
         last = rows[-1][0]
         with self._lock:
             conn = self._conn
@@ -316,6 +347,20 @@ class ActivityStore:
                     conn.execute("ROLLBACK")
                 raise
             self._last_id = max(self._last_id, last)
+
+    @staticmethod
+    def row_params(record: RequestRecord) -> Row:
+        """What a row of ``record`` holds (its body parsed), before it has an id."""
+        return _row_params(record)
+
+    def entry_of(self, row_id: int, params: Row, has_capture: bool) -> dict[str, Any]:
+        """The row JSON of a row not stored yet, exactly as :meth:`entries` will return it.
+
+        For the live ``metrics`` event: with the in-memory store the row itself
+        is made later (the row backlog), so it is not inserted and selected
+        back just to be shown.
+        """
+        return self._entry(_as_stored((row_id, *params)), has_capture)
 
     def record_load(self, model_id: str, seconds: float, wall: float) -> None:
         """Remember that ``model_id`` took ``seconds`` to load (finished at ``wall``)."""
@@ -455,7 +500,7 @@ class ActivityStore:
             "gen_histogram": histogram(g for _, g in rates if g > 0),
         }
 
-    def _entry(self, row: Row) -> dict[str, Any]:
+    def _entry(self, row: Row, has_capture: bool | None = None) -> dict[str, Any]:
         """One ``ActivityLogEntry`` (spec §17) plus modelswap's ``explain``."""
         (
             row_id, ts, model, req_path, content_type, status,
@@ -480,7 +525,7 @@ class ActivityStore:
                 "tokens_per_second": gen_rate,
             },
             "duration_ms": duration,
-            "has_capture": bool(self._has_capture(row_id)),
+            "has_capture": bool(self._has_capture(row_id)) if has_capture is None else has_capture,
         }
         if error_msg:
             entry["error_msg"] = error_msg

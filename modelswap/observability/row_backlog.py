@@ -11,14 +11,19 @@ in-memory store the recorder does only what must see every request at once
 request here, raw; the parse, the insert and the capture happen, oldest
 first, when something reads:
 
-* the store's reads (``/api/metrics/activity``, ``/api/metrics/stats``, and
-  :meth:`~modelswap.observability.activity_store.ActivityStore.entries`,
-  which the ``/api/events`` publisher calls for every stored batch while a
-  client listens — so live ``activity``/``metrics`` events stay live: with a
-  listener, rows are made eagerly, batch by batch, as before);
+* the store's reads (``/api/metrics/activity``, ``/api/metrics/stats``,
+  :meth:`~modelswap.observability.activity_store.ActivityStore.entries`);
 * a capture lookup (``/api/captures/<id>``);
 * this backlog growing past :data:`MAX_BYTES` of bodies (memory stays
   bounded however large the bodies are: the oldest are made into rows then).
+
+While an ``/api/events`` client listens, each row's JSON is needed at once
+for the live ``metrics`` event: :meth:`RowBacklog.live_rows` parses the body
+and makes the capture now (so ``has_capture`` is known) and builds the row
+JSON straight from those values, as the store would return it; the parsed
+values are kept with the raw record, and the SQLite insert still waits for a
+read — inserting a row only to select it back was a third of what showing it
+cost (BENCHMARKS.md, "With the UI open").
 
 At most ``cap`` records are kept raw: an older one is dropped unparsed — the
 row the store would have deleted at its next insert anyway (ids are handed
@@ -39,8 +44,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from modelswap.observability.records import RequestRecord
 
@@ -59,8 +64,20 @@ class RowWriter(Protocol):
         """The next ``count`` row ids (the rows are made later)."""
         ...
 
-    def insert_rows(self, rows: Sequence[tuple[int, RequestRecord]]) -> None:
+    def insert_rows(
+        self,
+        rows: Sequence[tuple[int, RequestRecord]],
+        prepared: Mapping[int, tuple[Any, ...]] | None = None,
+    ) -> None:
         """Store these rows under the given (ascending, already handed out) ids."""
+        ...
+
+    def row_params(self, record: RequestRecord) -> tuple[Any, ...]:
+        """A row's values (the body parsed), before it is stored."""
+        ...
+
+    def entry_of(self, row_id: int, params: tuple[Any, ...], has_capture: bool) -> dict[str, Any]:
+        """The row JSON the store will return for these values."""
         ...
 
 
@@ -94,6 +111,8 @@ class RowBacklog:
         self._cap = max(1, cap)
         self._max_bytes = max_bytes
         self._raw: deque[tuple[int, RequestRecord, int]] = deque()
+        self._prepared: dict[int, tuple[tuple[Any, ...], bool]] = {}
+        """Raw rows already shown live: their values and whether their capture was made."""
         self._bytes = 0
         self._lock = threading.RLock()
         self.dropped = 0
@@ -126,8 +145,11 @@ class RowBacklog:
                 raw.append((row_id, record, weight))
                 self._bytes += weight
             while len(raw) > self._cap:
-                self._bytes -= raw.popleft()[2]
+                row_id, _, weight = raw.popleft()
+                self._bytes -= weight
                 self.dropped += 1
+                if self._prepared:
+                    self._prepared.pop(row_id, None)
             if self._bytes > self._max_bytes:
                 self.make_rows(until_bytes=self._max_bytes // 2)
         return stored
@@ -153,9 +175,47 @@ class RowBacklog:
                     batch.append((row_id, record))
                 self._write(batch)
 
+    def live_rows(self, stored: Sequence[tuple[int, RequestRecord]]) -> dict[int, dict[str, Any]]:
+        """The row JSON of these just-added records, made now without the store (module doc).
+
+        Parses each body and makes its capture now; the insert still waits
+        for a read, with the parsed values kept. Records no longer raw (made
+        by a reader's thread meanwhile, or dropped) are left out: ask the store.
+        """
+        out: dict[int, dict[str, Any]] = {}
+        store, captures = self._store, self._captures
+        with self._lock:
+            raw = self._raw
+            if not raw:
+                return out
+            first, last = raw[0][0], raw[-1][0]
+            for row_id, record in stored:
+                if not first <= row_id <= last or row_id in self._prepared:
+                    continue
+                try:
+                    params = store.row_params(record)
+                except Exception:
+                    log.exception("failed to make activity row %d", row_id)
+                    continue
+                captured = False
+                if captures is not None:
+                    try:
+                        captured = bool(captures.store(row_id, record))
+                    except Exception:
+                        log.exception("failed to store the capture of activity row %d", row_id)
+                self._prepared[row_id] = (params, captured)
+                out[row_id] = store.entry_of(row_id, params, captured)
+        return out
+
     def _write(self, batch: Sequence[tuple[int, RequestRecord]]) -> None:
+        prepared: dict[int, tuple[Any, ...]] = {}
+        if self._prepared:
+            for row_id, _ in batch:
+                known = self._prepared.pop(row_id, None)
+                if known is not None:
+                    prepared[row_id] = known[0]
         try:
-            self._store.insert_rows(batch)
+            self._store.insert_rows(batch, prepared)
         except Exception:
             self.failed += len(batch)
             log.exception("failed to store %d activity rows", len(batch))
@@ -164,6 +224,8 @@ class RowBacklog:
         captures = self._captures
         if captures is not None:
             for row_id, record in batch:
+                if row_id in prepared:
+                    continue  # its capture was made when it was shown live
                 try:
                     captures.store(row_id, record)
                 except Exception:

@@ -333,7 +333,12 @@ def setup_recording(app: web.Application, keep_limit: int) -> None:
             timeline.on_stored(stored)
             if not hub.has_subscribers:
                 return
-            rows = {row["id"]: row for row in store.entries([row_id for row_id, _ in stored])}
+            # In memory: each row's JSON straight from its record (row_backlog.live_rows);
+            # the rest (a file store, a row a reader made meanwhile) from the store.
+            rows = backlog.live_rows(stored) if backlog is not None else {}
+            missing = [row_id for row_id, _ in stored if row_id not in rows]
+            if missing:
+                rows.update((row["id"], row) for row in store.entries(missing))
             for row_id, _ in stored:
                 hub.publish_activity(row_id, rows.get(row_id))
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from modelswap.observability.activity_query import parse_activity_query
 from modelswap.observability.activity_store import ActivityStore
 from modelswap.observability.captures import CaptureRing
 from modelswap.observability.recorder import Recorder
-from modelswap.observability.records import RequestRecord
+from modelswap.observability.records import Explain, RequestRecord
 from modelswap.observability.row_backlog import RowBacklog
 
 
@@ -175,3 +176,57 @@ async def test_the_recorder_with_a_backlog_observes_and_publishes_every_request(
     assert store.stats()["total_requests"] == 200
     assert len(ring) == 200
     await recorder.close()
+
+
+def varied() -> list[RequestRecord]:
+    """Rows whose values SQLite would change on the way back (ints in REAL columns, …)."""
+    timings = {
+        "timings": {"prompt_n": 20, "predicted_n": 50, "prompt_per_second": 100,
+                    "predicted_per_second": 40.5, "prompt_ms": 200.0, "predicted_ms": 1250,
+                    "cache_n": 8},
+    }  # fmt: skip
+    explain = Explain(queue_ms=1.0, swap_model="m1", evicted=("b", "a"), evict_reason="group",
+                      evict_ms=3.0, load_ms=2500.5, ttfb_ms=4.25, gen_ms=None)  # fmt: skip
+    return [
+        rec(1),
+        replace(rec(2), resp_body=json.dumps(timings).encode(), duration_ms=12.0),
+        replace(rec(3), status=502, resp_body=b'{"error":{"message":"no"}}', explain=explain),
+        replace(rec(4), metadata={"z": "1", "a": "2"}, duration_ms=7.5),
+        replace(rec(5), resp_body=b"not json", req_path="/v1/embeddings"),
+    ]
+
+
+def test_live_rows_are_the_rows_the_store_returns_later_without_a_second_parse() -> None:
+    """Shown live before they are stored: the same JSON, one capture each, one parse each."""
+    store, ring, backlog = wired(10)
+    stored = backlog.add(varied())
+    parsed: list[int] = []
+    row_params = store.row_params
+
+    def counting(record: RequestRecord) -> tuple[Any, ...]:
+        parsed.append(record.request_id)
+        return row_params(record)
+
+    store.row_params = counting  # type: ignore[method-assign]
+    live = backlog.live_rows(stored)
+    assert sorted(live) == [1, 2, 3, 4, 5] and parsed == [1, 2, 3, 4, 5]
+    assert made(store) == [] and len(ring) == 5  # captured now, inserted when read
+    assert backlog.live_rows(stored) == {}  # shown once
+    later = {row["id"]: row for row in store.entries([1, 2, 3, 4, 5])}
+    assert parsed == [1, 2, 3, 4, 5]  # the insert used the values parsed for the live rows
+    assert made(store) == [1, 2, 3, 4, 5] and len(ring) == 5
+    for row_id in later:
+        assert json.dumps(live[row_id]) == json.dumps(later[row_id])  # types and key order too
+    assert live[2]["tokens"]["prompt_per_second"] == 100.0
+    assert live[4]["metadata"] == {"a": "2", "z": "1"}
+
+
+def test_live_rows_leave_out_records_no_longer_raw() -> None:
+    """Made by a reader meanwhile, or dropped past the cap: the caller asks the store."""
+    store, _, backlog = wired(2)
+    first = backlog.add([rec(1)])
+    store.entries([1])  # a reader made it
+    later = backlog.add([rec(2), rec(3), rec(4)])  # 2 is dropped past the cap
+    assert backlog.live_rows(first) == {}
+    assert sorted(backlog.live_rows(later)) == [3, 4]
+    assert backlog.dropped == 1
