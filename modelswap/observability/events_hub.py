@@ -232,6 +232,9 @@ class EventsHub:
         in-flight tracker): what they publish then is as fresh as it can be
         and reaches the clients in the same write.
         """
+        if self._closed:  # no send will come: run it now (it publishes to nobody)
+            callback()
+            return
         self._before_send.append(callback)
         if self._send_timer is None:
             self._schedule_send()
