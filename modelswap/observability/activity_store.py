@@ -158,16 +158,20 @@ def _row_params(record: RequestRecord) -> Row:
 
 _AFFINITY = "ittttiiiiiirritt" + "rtttrrrr"
 """Each row column's SQLite affinity (``i`` INTEGER, ``r`` REAL, ``t`` TEXT), id first."""
+_REAL = tuple(i for i, kind in enumerate(_AFFINITY) if kind == "r")
+_INTEGER = tuple(i for i, kind in enumerate(_AFFINITY) if kind == "i")
 
 
 def _as_stored(row: Row) -> Row:
     """``row`` as SQLite would give it back: INTEGER affinity turns an integral float
     into an int, REAL turns an int into a float (so ``-1`` reads back as ``-1.0``)."""
     out = list(row)
-    for index, (kind, value) in enumerate(zip(_AFFINITY, row, strict=True)):
-        if kind == "r" and type(value) is int:
-            out[index] = float(value)
-        elif kind == "i" and type(value) is float and value.is_integer():
+    for index in _REAL:
+        if type(out[index]) is int:
+            out[index] = float(out[index])
+    for index in _INTEGER:
+        value = out[index]
+        if type(value) is float and value.is_integer():
             out[index] = int(value)
     return tuple(out)
 

@@ -47,7 +47,7 @@ from typing import Any
 
 from aiohttp import web
 
-from modelswap.observability.inflight import redact_headers
+from modelswap.observability.inflight import REDACTED, redact_headers
 from modelswap.observability.records import RequestRecord
 
 __all__ = [
@@ -224,6 +224,10 @@ most; a large body is where compression pays, so only those are compressed.
 """
 ENTRY_OVERHEAD_BYTES = 64
 """What one capture costs beyond its strings and bodies, counted against the buffer."""
+GROWTH = 5
+"""At most how much longer trimming can make a body: it removes a long base64 string
+but re-serialises the JSON, where a number token can lengthen (``1e15`` is written
+``1000000000000000.0``, 4.5 times as long); strings never grow."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,6 +365,31 @@ class CaptureRing:
                 self._size -= evicted.size
                 self.evicted += 1
         return True
+
+    def will_store(self, record: RequestRecord) -> bool | None:
+        """Whether :meth:`store` of ``record`` would keep it — True, or None when unsure.
+
+        Without making the capture: for an activity row shown live before its
+        capture is made (the row backlog makes it later, with the row). Sure
+        only when nothing can fail: no ``Content-Encoding`` to decode, and
+        even :data:`GROWTH` times the bodies (trimming re-serialises JSON,
+        which can lengthen a number token) plus the headers fits the buffer.
+        """
+        if not self.enabled:
+            return False
+        headers = record.resp_headers
+        if headers and any(k.lower() == "content-encoding" for k in headers):
+            return None
+        bodies = len(record.req_body or b"") + len(record.resp_body or b"")
+        worst = (
+            GROWTH * bodies
+            + len(record.req_path)
+            + _header_bytes(record.req_headers)
+            + _header_bytes(headers)
+            + len(REDACTED) * (len(record.req_headers) + len(headers))
+            + ENTRY_OVERHEAD_BYTES
+        )
+        return True if worst <= self.max_bytes else None
 
     def set_before_read(self, make_pending_rows: Callable[[], None]) -> None:
         """Called before every lookup: makes the captures still pending (the row backlog)."""

@@ -19,11 +19,13 @@ first, when something reads:
 
 While an ``/api/events`` client listens, each row's JSON is needed at once
 for the live ``metrics`` event: :meth:`RowBacklog.live_rows` parses the body
-and makes the capture now (so ``has_capture`` is known) and builds the row
-JSON straight from those values, as the store would return it; the parsed
-values are kept with the raw record, and the SQLite insert still waits for a
-read — inserting a row only to select it back was a third of what showing it
-cost (BENCHMARKS.md, "With the UI open").
+and builds the row JSON straight from those values, as the store would return
+it; the parsed values are kept with the raw record, and the SQLite insert
+still waits for a read — inserting a row only to select it back was a third of
+what showing it cost (BENCHMARKS.md, "With the UI open"). The capture waits
+too: its ``has_capture`` is known without making it whenever the capture
+cannot fail (``CaptureRing.will_store``: nothing to decompress, bodies far
+smaller than the buffer); otherwise it is made now to know.
 
 At most ``cap`` records are kept raw: an older one is dropped unparsed — the
 row the store would have deleted at its next insert anyway (ids are handed
@@ -84,6 +86,10 @@ class RowWriter(Protocol):
 class CaptureWriter(Protocol):
     def store(self, row_id: int, record: RequestRecord) -> object: ...
 
+    def will_store(self, record: RequestRecord) -> bool | None:
+        """Whether ``store`` would keep it (None: unsure, make it to know)."""
+        ...
+
 
 def _weight(record: RequestRecord) -> int:
     """Bytes a raw record holds on to (its bodies; the rest is small and fixed)."""
@@ -112,7 +118,7 @@ class RowBacklog:
         self._max_bytes = max_bytes
         self._raw: deque[tuple[int, RequestRecord, int]] = deque()
         self._prepared: dict[int, tuple[tuple[Any, ...], bool]] = {}
-        """Raw rows already shown live: their values and whether their capture was made."""
+        """Raw rows already shown live: their values, and whether their capture is made."""
         self._bytes = 0
         self._lock = threading.RLock()
         self.dropped = 0
@@ -178,9 +184,10 @@ class RowBacklog:
     def live_rows(self, stored: Sequence[tuple[int, RequestRecord]]) -> dict[int, dict[str, Any]]:
         """The row JSON of these just-added records, made now without the store (module doc).
 
-        Parses each body and makes its capture now; the insert still waits
-        for a read, with the parsed values kept. Records no longer raw (made
-        by a reader's thread meanwhile, or dropped) are left out: ask the store.
+        Parses each body now; the insert (and, when ``has_capture`` is known
+        without it, the capture) still waits for a read, with the values
+        kept. Records no longer raw (made by a reader's thread meanwhile, or
+        dropped) are left out: ask the store.
         """
         out: dict[int, dict[str, Any]] = {}
         store, captures = self._store, self._captures
@@ -197,23 +204,30 @@ class RowBacklog:
                 except Exception:
                     log.exception("failed to make activity row %d", row_id)
                     continue
-                captured = False
+                has_capture, made = False, True
                 if captures is not None:
                     try:
-                        captured = bool(captures.store(row_id, record))
+                        known = captures.will_store(record)
+                        if known is None:
+                            has_capture = bool(captures.store(row_id, record))
+                        else:
+                            has_capture, made = known, not known
                     except Exception:
                         log.exception("failed to store the capture of activity row %d", row_id)
-                self._prepared[row_id] = (params, captured)
-                out[row_id] = store.entry_of(row_id, params, captured)
+                self._prepared[row_id] = (params, made)
+                out[row_id] = store.entry_of(row_id, params, has_capture)
         return out
 
     def _write(self, batch: Sequence[tuple[int, RequestRecord]]) -> None:
         prepared: dict[int, tuple[Any, ...]] = {}
+        captured: set[int] = set()
         if self._prepared:
             for row_id, _ in batch:
                 known = self._prepared.pop(row_id, None)
                 if known is not None:
                     prepared[row_id] = known[0]
+                    if known[1]:
+                        captured.add(row_id)
         try:
             self._store.insert_rows(batch, prepared)
         except Exception:
@@ -224,8 +238,8 @@ class RowBacklog:
         captures = self._captures
         if captures is not None:
             for row_id, record in batch:
-                if row_id in prepared:
-                    continue  # its capture was made when it was shown live
+                if row_id in captured:
+                    continue  # made when the row was shown live
                 try:
                     captures.store(row_id, record)
                 except Exception:

@@ -354,3 +354,26 @@ def test_captures_trim_request_and_response_bodies() -> None:
     stored = json.loads(body(capture, "req_body") or b"")
     assert stored["messages"][0]["content"][0]["image_url"]["url"].startswith("<base64 image/png,")
     assert ring.size < 1000
+
+
+def test_will_store_is_sure_only_when_the_capture_cannot_fail() -> None:
+    """True means store() keeps it (even at the worst growth); None when it might not."""
+    assert CaptureRing(0).will_store(record()) is False  # disabled
+    assert CaptureRing(1024 * 1024).will_store(record()) is True
+    gzipped = record(resp_headers={"Content-Encoding": "gzip"}, resp_body=b"not gzip")
+    assert CaptureRing(1024 * 1024).will_store(gzipped) is None
+    assert CaptureRing(1024 * 1024).store(1, gzipped) is False
+    # Trimming that lengthens: one long base64 string goes, many short numbers grow 4.5x.
+    grows = (
+        json.dumps({"b64": "A" * TRIM_MIN_CHARS}).encode()[:-1]
+        + b',"n":['
+        + b",".join([b"1e15"] * 20_000)
+        + b"]}"
+    )
+    big = record(req_body=grows)
+    trimmed = trim_base64(grows)
+    assert len(trimmed) > 3 * len(grows)  # the re-serialised body really is longer
+    for size in range(len(grows), 6 * len(grows), len(grows) // 4):
+        ring = CaptureRing(size)
+        if ring.will_store(big):
+            assert ring.store(1, big) is True

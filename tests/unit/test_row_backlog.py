@@ -46,7 +46,7 @@ def made(store: ActivityStore) -> list[int]:
 
 def wired(cap: int, **kw: Any) -> tuple[ActivityStore, CaptureRing, RowBacklog]:
     store = ActivityStore(None, cap)
-    ring = CaptureRing(1024 * 1024)
+    ring = CaptureRing(1024 * 1024)  # 1 MiB: a 300 kB body is too large to be sure of
     store.set_capture_lookup(ring.has)
     backlog = RowBacklog(store, ring, cap, **kw)
     store.set_before_read(backlog.make_rows)
@@ -193,6 +193,9 @@ def varied() -> list[RequestRecord]:
         replace(rec(3), status=502, resp_body=b'{"error":{"message":"no"}}', explain=explain),
         replace(rec(4), metadata={"z": "1", "a": "2"}, duration_ms=7.5),
         replace(rec(5), resp_body=b"not json", req_path="/v1/embeddings"),
+        # Not decodable: no capture (known only by trying); too large to be sure of: tried.
+        replace(rec(6), resp_headers={"Content-Encoding": "gzip"}, resp_body=b"not gzip"),
+        replace(rec(7), req_body=b"x" * 300_000),
     ]
 
 
@@ -209,16 +212,18 @@ def test_live_rows_are_the_rows_the_store_returns_later_without_a_second_parse()
 
     store.row_params = counting  # type: ignore[method-assign]
     live = backlog.live_rows(stored)
-    assert sorted(live) == [1, 2, 3, 4, 5] and parsed == [1, 2, 3, 4, 5]
-    assert made(store) == [] and len(ring) == 5  # captured now, inserted when read
+    ids = [1, 2, 3, 4, 5, 6, 7]
+    assert sorted(live) == ids and parsed == ids
+    assert made(store) == [] and len(ring) == 1  # only 6 and 7 tried now (7 kept)
     assert backlog.live_rows(stored) == {}  # shown once
-    later = {row["id"]: row for row in store.entries([1, 2, 3, 4, 5])}
-    assert parsed == [1, 2, 3, 4, 5]  # the insert used the values parsed for the live rows
-    assert made(store) == [1, 2, 3, 4, 5] and len(ring) == 5
+    later = {row["id"]: row for row in store.entries(ids)}
+    assert parsed == ids  # the insert used the values parsed for the live rows
+    assert made(store) == ids and len(ring) == 6  # every capture but 6's, each made once
     for row_id in later:
         assert json.dumps(live[row_id]) == json.dumps(later[row_id])  # types and key order too
     assert live[2]["tokens"]["prompt_per_second"] == 100.0
     assert live[4]["metadata"] == {"a": "2", "z": "1"}
+    assert [live[i]["has_capture"] for i in ids] == [True] * 5 + [False, True]
 
 
 def test_live_rows_leave_out_records_no_longer_raw() -> None:
