@@ -71,7 +71,12 @@ def encode_event(event_type: str, data: object) -> bytes:
     JSON parser reads back identically, so that difference is not copied.
     """
     inner = _ENCODER.encode(data)
-    envelope = f'{{"type":{_quote(event_type)},"data":{_quote(inner)}}}'
+    # ``inner`` is JSON text: no raw control characters (they are escaped inside its
+    # strings), so quoting it needs only ``\`` and ``"`` escaped — two C-speed
+    # replaces instead of the encoder's per-character loop (a third of an
+    # ``activity`` row's publishing cost).
+    quoted = inner.replace("\\", "\\\\").replace('"', '\\"')
+    envelope = f'{{"type":{_quote(event_type)},"data":"{quoted}"}}'
     return b"event:message\ndata:" + envelope.encode() + b"\n\n"
 
 

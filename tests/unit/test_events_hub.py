@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 
 import pytest
 
@@ -176,3 +177,17 @@ def test_without_a_running_loop_the_send_is_immediate() -> None:
         hub.publish("activity", {"id": 1})
         assert ran == [True]
         assert len(sub.get_nowait()) == 1
+
+
+def test_wire_format_equals_json_dumps_twice_for_random_text() -> None:
+    """Every character class the quoting can meet, in random strings, keys and nesting."""
+    rng = random.Random(1)
+    alphabet = ['"', "\\", "\n", "\x00", "\x1f", "a", "é", "😀", "\u2028", "/", "<", "\x7f", "u"]
+    for _ in range(2000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 20)))
+        data = {text: [text, {"k": text}], "n": 1.5}
+        inner = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        envelope = json.dumps(
+            {"type": "t", "data": inner}, separators=(",", ":"), ensure_ascii=False
+        )
+        assert encode_event("t", data) == b"event:message\ndata:" + envelope.encode() + b"\n\n"
