@@ -1,9 +1,12 @@
 """Instructions per proxied request: a cost figure a noisy machine cannot skew.
 
 Run: ``python3 bench/instructions.py [--baseline REV] [--requests N] [--set KEY=JSON ...]
-[--events]`` (``bench/run.py`` runs it too when valgrind is installed). ``--events``
-keeps an ``/api/events`` client listening throughout, as an open UI does: the
-cost of a request whose activity row and log line are pushed live.
+[--events | --events-ui]`` (``bench/run.py`` runs it too when valgrind is installed). ``--events``
+keeps an ``/api/events`` client listening throughout: the cost of a request
+whose in-flight changes, activity row and log line are pushed live to a plain
+client (one that gets the full-row ``metrics`` events, as older llama-swap UIs
+read them); ``--events-ui`` connects as the web UI does
+(``/api/events?metrics=0``: ``activity`` ids, no ``metrics`` rows).
 
 Why: wall-clock and even CPU-time figures on a shared 2-core machine move by
 30–50 % from one minute to the next (CPU time per request of the *same* code
@@ -44,22 +47,29 @@ from modelswap.testing.fake_process import free_port
 CLIENTS = 4
 
 
-async def _listen(session: aiohttp.ClientSession, base: str, opened: asyncio.Event) -> None:
-    """An ``/api/events`` client (the UI) reading everything until cancelled."""
-    async with session.get(f"{base}/api/events") as resp:
+EVENTS_PATHS = {"plain": "/api/events", "ui": "/api/events?metrics=0"}
+"""What an ``--events`` / ``--events-ui`` listener connects to."""
+
+
+async def _listen(
+    session: aiohttp.ClientSession, base: str, opened: asyncio.Event, path: str
+) -> None:
+    """An ``/api/events`` client reading everything until cancelled."""
+    async with session.get(f"{base}{path}") as resp:
         opened.set()
         async for _ in resp.content.iter_any():
             pass
 
 
-async def _drive(base: str, requests: int, events: bool = False) -> None:
+async def _drive(base: str, requests: int, events: bool | str = False) -> None:
     """Wait until the model answers, then send ``requests`` chat completions."""
     async with aiohttp.ClientSession() as session:
         await wait_ok(session, f"{base}{PATH}", timeout=300.0)  # startup under valgrind: ~1 min
         listener: asyncio.Task[None] | None = None
         if events:
             opened = asyncio.Event()
-            listener = asyncio.create_task(_listen(session, base, opened))
+            path = EVENTS_PATHS["ui" if events == "ui" else "plain"]
+            listener = asyncio.create_task(_listen(session, base, opened, path))
             await opened.wait()
         try:
             await _send(session, base, requests)
@@ -84,7 +94,7 @@ async def _send(session: aiohttp.ClientSession, base: str, requests: int) -> Non
     await asyncio.gather(*(client() for _ in range(CLIENTS)))
 
 
-def count(config: Path, requests: int, env: dict[str, str], events: bool = False) -> int:
+def count(config: Path, requests: int, env: dict[str, str], events: bool | str = False) -> int:
     """User-space instructions of one modelswap run serving ``requests`` (+1 warm-up)."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="modelswap-cg-") as tmp:
@@ -110,7 +120,7 @@ def count(config: Path, requests: int, env: dict[str, str], events: bool = False
 
 
 def per_request(
-    config: Path, env: dict[str, str], few: int, many: int, events: bool = False
+    config: Path, env: dict[str, str], few: int, many: int, events: bool | str = False
 ) -> float:
     return (count(config, many, env, events) - count(config, few, env, events)) / (many - few)
 
@@ -120,7 +130,7 @@ def run(
     requests: int = 300,
     settings: dict[str, object] | None = None,
     quick: bool = False,
-    events: bool = False,
+    events: bool | str = False,
 ) -> Report:
     """Instructions per request for the current tree (and each ``baseline``), same config."""
     if shutil.which("valgrind") is None:
@@ -148,7 +158,9 @@ def run(
                 )
             print(f"  {results[-1][0]}: {results[-1][1]:,.0f} instructions/request", flush=True)
     extra = f", config plus {json.dumps(settings)}" if settings else ""
-    if events:
+    if events == "ui":
+        extra += ", an `/api/events?metrics=0` client listening throughout (the web UI open)"
+    elif events:
         extra += ", an `/api/events` client listening throughout (the UI open)"
     md = [
         f"valgrind cachegrind, user-space instructions of the whole modelswap process per small "
@@ -177,9 +189,19 @@ def main() -> int:
     parser.add_argument(
         "--events", action="store_true", help="keep an /api/events client listening (the UI open)"
     )
+    parser.add_argument(
+        "--events-ui",
+        action="store_true",
+        help="keep an /api/events?metrics=0 client listening (as the web UI connects)",
+    )
     args = parser.parse_args()
     settings = {key: json.loads(value) for key, value in (s.split("=", 1) for s in args.set)}
-    report = run(args.baseline, args.requests, settings or None, events=args.events)
+    report = run(
+        args.baseline,
+        args.requests,
+        settings or None,
+        events="ui" if args.events_ui else args.events,
+    )
     print("\n".join(report.markdown))
     return 0
 

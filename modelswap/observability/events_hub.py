@@ -89,9 +89,11 @@ class EventSubscription:
     queued is dropped (the server is going away).
     """
 
-    def __init__(self, hub: EventsHub, max_messages: int) -> None:
+    def __init__(self, hub: EventsHub, max_messages: int, metrics: bool = True) -> None:
         self._hub = hub
         self._max = max_messages
+        self.metrics = metrics
+        """Whether this client gets ``metrics`` events (see :meth:`EventsHub.subscribe`)."""
         self._queue: deque[bytes] = deque()
         self._wakeup = asyncio.Event()
         self._closed = False
@@ -211,6 +213,11 @@ class EventsHub:
         return bool(self._subscribers)
 
     @property
+    def wants_metrics(self) -> bool:
+        """Whether any subscriber gets ``metrics`` events (so a row must be made to publish)."""
+        return any(subscriber.metrics for subscriber in self._subscribers)
+
+    @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
@@ -224,7 +231,10 @@ class EventsHub:
             return
         message = encode_event(event_type, data)
         self.published += 1
+        rows_only = event_type == "metrics"
         for subscriber in self._subscribers:
+            if rows_only and not subscriber.metrics:
+                continue
             if not subscriber._offer(message):
                 self.dropped += 1
         if self._send_timer is None:
@@ -269,7 +279,8 @@ class EventsHub:
         """An activity row was stored: ``activity`` ``{"id": …}``, then ``metrics`` ``[row]``.
 
         The ``metrics`` event carries the full row for older llama-swap UIs,
-        which read rows from it instead of fetching them by id.
+        which read rows from it instead of fetching them by id; it goes only
+        to subscribers that want it (``row`` None: none do, or no such row).
         """
         if not self._subscribers:
             return
@@ -277,9 +288,16 @@ class EventsHub:
         if row is not None:
             self.publish("metrics", [row])
 
-    def subscribe(self) -> EventSubscription:
-        """A new subscriber; already closed (empty) if the hub is closed."""
-        subscription = EventSubscription(self, self._queue_messages)
+    def subscribe(self, *, metrics: bool = True) -> EventSubscription:
+        """A new subscriber; already closed (empty) if the hub is closed.
+
+        ``metrics=False``: no ``metrics`` events. Neither the spec nor
+        llama-swap has them (modelswap sends them for older llama-swap UIs),
+        and making each row at once only to show it in one is most of what a
+        listener costs per request (BENCHMARKS.md, "With the UI open"); the web
+        UI connects without them (``/api/events?metrics=0``).
+        """
+        subscription = EventSubscription(self, self._queue_messages, metrics)
         if self._closed:
             subscription._closed = True
         else:

@@ -279,13 +279,15 @@ class EventsFeed:
         fanout = self._log_sources.get(source)
         return fanout.history().decode(errors="replace") if fanout is not None else ""
 
-    def open(self, abort: Callable[[], None]) -> tuple[_Stream, list[bytes]]:
+    def open(
+        self, abort: Callable[[], None], *, metrics: bool = True
+    ) -> tuple[_Stream, list[bytes]]:
         """Subscribe a client and build its burst, in one synchronous step."""
         for forwarder in self._forwarders:
             forwarder.pump()  # chunks already in the history must not come again live
         if not self._forwarders:
             self._start_forwarders()  # from the history below on, in this same step
-        stream = _Stream(self.hub.subscribe(), abort)
+        stream = _Stream(self.hub.subscribe(metrics=metrics), abort)
         if not stream.subscription.closed:
             self._streams.add(stream)
         burst = [
@@ -317,14 +319,29 @@ def _abort(request: web.Request) -> None:
         transport.abort()
 
 
+_FLAGS = {"1": True, "true": True, "0": False, "false": False}
+
+
+def _metrics_flag(request: web.Request) -> bool:
+    """``?metrics=0`` (or ``false``): no ``metrics`` events on this stream (docs/api.md)."""
+    text = request.query.get("metrics")
+    if text is None:
+        return True
+    flag = _FLAGS.get(text.lower())
+    if flag is None:
+        raise ClientError(f"invalid metrics parameter {text!r}: use 0, 1, false or true")
+    return flag
+
+
 async def handle_events(request: web.Request) -> web.StreamResponse:
     """The SSE stream: the burst, then live events until disconnect or shutdown."""
     feed = request.app[EVENTS_FEED]
+    metrics = _metrics_flag(request)
     response = web.StreamResponse(headers=SSE_HEADERS)
     if request.method == "HEAD":
         await response.prepare(request)
         return response
-    stream, burst = feed.open(lambda: _abort(request))
+    stream, burst = feed.open(lambda: _abort(request), metrics=metrics)
     try:
         await response.prepare(request)
         remember_response(request, response)

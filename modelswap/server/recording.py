@@ -333,6 +333,10 @@ def setup_recording(app: web.Application, keep_limit: int) -> None:
             timeline.on_stored(stored)
             if not hub.has_subscribers:
                 return
+            if not hub.wants_metrics:  # ids only: the rows stay unmade until someone reads
+                for row_id, _ in stored:
+                    hub.publish_activity(row_id, None)
+                return
             # In memory: each row's JSON straight from its record (row_backlog.live_rows);
             # the rest (a file store, a row a reader made meanwhile) from the store.
             rows = backlog.live_rows(stored) if backlog is not None else {}

@@ -120,8 +120,8 @@ async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
         yield running
 
 
-async def open_events(session: aiohttp.ClientSession) -> EventStream:
-    response = await session.get("/api/events")
+async def open_events(session: aiohttp.ClientSession, query: str = "") -> EventStream:
+    response = await session.get(f"/api/events{query}")
     assert response.status == 200
     return EventStream(response)
 
@@ -283,6 +283,44 @@ async def test_activity_events_for_the_recorder(server: Server) -> None:
         row = {"id": 7, "model": "a", "req_path": "/v1/chat/completions"}
         server.app[EVENTS_HUB].publish_activity(7, row)
         assert await events.take(2) == [("activity", {"id": 7}), ("metrics", [row])]
+
+
+async def test_a_client_without_metrics_gets_activity_ids_and_reads_the_rows(
+    server: Server,
+) -> None:
+    """``?metrics=0`` (the web UI): ``activity`` ids only; the row is there when read."""
+    hub = server.app[EVENTS_HUB]
+    async with server.session() as s:
+        ui = await open_events(s, "?metrics=0")
+        await ui.take(len(BURST))
+        async with s.post("/v1/chat/completions", json={"model": "a", **CHAT}) as resp:
+            assert resp.status == 200
+        _, activity = await ui.until(lambda kind, _: kind in ("activity", "metrics"))
+        hub.publish("sentinel", {})  # a metrics event would come before it
+        assert await ui.until(lambda kind, _: kind in ("metrics", "sentinel")) == ("sentinel", {})
+        async with s.get("/api/metrics/activity", params={"limit": "5"}) as resp:
+            rows = (await resp.json())["data"]
+        row = next(row for row in rows if row["id"] == activity["id"])
+        assert row["model"] == "a" and row["resp_status_code"] == 200
+        plain = await open_events(s)  # an older UI's connection, alongside: the full rows
+        await plain.take(len(BURST))
+        async with s.post("/v1/chat/completions", json={"model": "a", **CHAT}) as resp:
+            assert resp.status == 200
+        _, second = await ui.until(lambda kind, _: kind == "activity")
+        assert await plain.until(lambda kind, _: kind == "activity") == ("activity", second)
+        _, [full] = await plain.until(lambda kind, _: kind == "metrics")
+        assert full["id"] == second["id"] and full["model"] == "a"
+        hub.publish("sentinel", {})
+        assert await ui.until(lambda kind, _: kind in ("metrics", "sentinel")) == ("sentinel", {})
+        async with s.get("/api/metrics/activity", params={"limit": "5"}) as resp:
+            stored = next(r for r in (await resp.json())["data"] if r["id"] == second["id"])
+        assert stored == full  # the live row is the stored row
+
+
+async def test_an_invalid_metrics_parameter_is_a_400(server: Server) -> None:
+    async with server.session() as s, s.get("/api/events?metrics=maybe") as resp:
+        assert resp.status == 400
+        assert "invalid metrics parameter" in (await resp.json())["error"]["message"]
 
 
 async def test_s24_72_captures_route(server: Server) -> None:

@@ -191,3 +191,18 @@ def test_wire_format_equals_json_dumps_twice_for_random_text() -> None:
             {"type": "t", "data": inner}, separators=(",", ":"), ensure_ascii=False
         )
         assert encode_event("t", data) == b"event:message\ndata:" + envelope.encode() + b"\n\n"
+
+
+def test_metrics_events_go_only_to_subscribers_that_want_them() -> None:
+    hub = EventsHub()
+    with hub.subscribe(metrics=False) as ui:
+        assert hub.has_subscribers and not hub.wants_metrics
+        with hub.subscribe() as old_ui:
+            assert hub.wants_metrics
+            hub.publish_activity(3, {"id": 3})
+            assert [decode(m) for m in ui.get_nowait()] == [("activity", {"id": 3})]
+            assert [decode(m) for m in old_ui.get_nowait()] == [
+                ("activity", {"id": 3}),
+                ("metrics", [{"id": 3}]),
+            ]
+        assert not hub.wants_metrics

@@ -11,7 +11,10 @@ const LOG_LIMIT = 100 * 1024; // characters of log text kept per source, as llam
 const BACKOFF = [1000, 2000, 4000, 5000]; // reconnect delays (ms), capped at 5 s
 
 export class Events {
-  constructor(url = "/api/events") {
+  // `metrics=0`: the UI reads rows from /api/metrics/activity on `activity`
+  // events; the full-row `metrics` events (for older llama-swap UIs) would only
+  // make the server build every row at once for nothing.
+  constructor(url = "/api/events?metrics=0") {
     this.url = url;
     this.state = {
       connection: "connecting", // connecting | connected | disconnected
