@@ -16,6 +16,7 @@ shuts down, stopping every upstream before the process exits (§3.12).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import ssl
@@ -221,6 +222,8 @@ async def run_server(
     Shutdown order: stop listening, drain HTTP (within the 30 s budget), then
     the router stops every upstream with what is left of the budget.
     """
+    if source is not None:  # reloads keep the ${PORT}s this load gave unchanged models
+        source = dataclasses.replace(source, ports=loaded.ports)
     app = build_app(loaded.config, source=source, watch=watch)
     # handler_cancellation: a client disconnect cancels its handler, which
     # aborts the upstream request at once (see modelswap.server.proxy).

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from modelswap.config.decode import decode_document
-from modelswap.config.macros import expand_document
+from modelswap.config.macros import PortAssignment, expand_with_ports
 from modelswap.config.schema import Config
 from modelswap.config.sources import load_sources
 from modelswap.config.validate import validate_document
@@ -40,16 +40,22 @@ class LoadedConfig:
     warnings: tuple[ConfigProblem, ...]
     expanded: dict[str, Any]
     """The macro-expanded plain tree, for ``check-config`` to print."""
+    ports: PortAssignment = field(default_factory=PortAssignment)
+    """The ``${PORT}`` each model got: a reload passes it back to keep them."""
 
 
 def load_config(
     config_path: str | None = None,
     config_dir: str | None = None,
     environ: Mapping[str, str] | None = None,
+    keep_ports: PortAssignment | None = None,
 ) -> LoadedConfig:
-    """Load ``-config`` and/or ``-config-dir`` (merged per §17); raise ConfigError."""
+    """Load ``-config`` and/or ``-config-dir`` (merged per §17); raise ConfigError.
+
+    ``keep_ports``: a reload's running assignment (:class:`PortAssignment`).
+    """
     document = load_sources(config_path, config_dir, _environ(environ))
-    return load_document(document)
+    return load_document(document, keep_ports)
 
 
 def load_config_text(
@@ -59,17 +65,17 @@ def load_config_text(
     return load_document(load_text(text, filename, _environ(environ)))
 
 
-def load_document(document: YamlDocument) -> LoadedConfig:
+def load_document(document: YamlDocument, keep_ports: PortAssignment | None = None) -> LoadedConfig:
     """Expand, decode and validate an already parsed (and merged) document."""
     data = {} if document.data is None else document.data
     locations = document.locations
     if not isinstance(data, dict):
         file, line = locations.lookup(())
         raise ConfigError([ConfigProblem("top-level YAML must be a mapping", file, line)])
-    expanded = expand_document(data, locations)
+    expanded, ports = expand_with_ports(data, locations, keep_ports)
     warnings = unknown_key_warnings(expanded, locations.lookup)
     validated = validate_document(decode_document(expanded, locations.lookup), locations.lookup)
-    return LoadedConfig(validated.config, (*warnings, *validated.warnings), expanded)
+    return LoadedConfig(validated.config, (*warnings, *validated.warnings), expanded, ports)
 
 
 def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import copy
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -183,14 +184,37 @@ def strip_comment_lines(command: str) -> str:
 # --- the document -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class PortAssignment:
+    """The ``${PORT}`` each model got, and the ``startPort`` counted from.
+
+    A reload passes the running config's assignment back in, so a model that
+    is still there keeps its port and only new models take new ones: adding a
+    model that sorts first would otherwise shift every later model's port,
+    change their ``cmd`` and restart them all (llama-swap allocates in sorted
+    order at every load; a fresh start here still does). A changed
+    ``startPort`` is an explicit move: then everything is allocated afresh.
+    """
+
+    start_port: int = DEFAULT_START_PORT
+    ports: Mapping[str, int] = field(default_factory=dict)
+
+
 class _Expander:
     """One expansion run: holds the global macros, port counter and locations."""
 
-    def __init__(self, data: dict[str, Any], locations: Locations) -> None:
+    def __init__(
+        self, data: dict[str, Any], locations: Locations, keep: PortAssignment | None = None
+    ) -> None:
         self.data = data
         self.locations = locations
         self.global_macros: MacroList = []
         self.next_port = DEFAULT_START_PORT
+        self.start_port = DEFAULT_START_PORT
+        self.keep = keep
+        self.kept: dict[str, int] = {}  # model -> its port from ``keep`` (same startPort)
+        self.taken: set[int] = set()  # every port of ``keep``: a removed model may still drain
+        self.ports: dict[str, int] = {}
 
     def run(self) -> dict[str, Any]:
         self.global_macros = _declared(self.data.get("macros"), ("macros",), "", self.locations)
@@ -202,7 +226,11 @@ class _Expander:
                 out[key] = copy.deepcopy(value)
             elif key != "models":
                 out[key] = substitute_all(copy.deepcopy(value), self.global_macros)
-        self.next_port = self._start_port(out)
+        self.next_port = self.start_port = self._start_port(out)
+        if self.keep is not None and self.keep.start_port == self.start_port:
+            known = models if isinstance(models, dict) else {}
+            self.kept = {m: port for m, port in self.keep.ports.items() if m in known}
+            self.taken = set(self.keep.ports.values())
         if isinstance(models, dict):
             out["models"] = self._expand_models(models, model_macros)
         elif "models" in self.data:
@@ -271,8 +299,13 @@ class _Expander:
         """Next port iff the expanded cmd uses ``${PORT}`` (§6.7)."""
         cmd, proxy = body.get("cmd"), body.get("proxy")
         if isinstance(cmd, str) and "${PORT}" in cmd:
-            port = self.next_port
-            self.next_port += 1
+            port = self.kept.get(model_id)
+            if port is None:
+                while self.next_port in self.taken:
+                    self.next_port += 1
+                port = self.next_port
+                self.next_port += 1
+            self.ports[model_id] = port
             return port
         if isinstance(proxy, str) and "${PORT}" in proxy:
             raise self.locations.error(
@@ -341,3 +374,12 @@ def expand_document(data: dict[str, Any], locations: Locations) -> dict[str, Any
     allocated and no unknown ``${name}`` is left in a known field.
     """
     return _Expander(data, locations).run()
+
+
+def expand_with_ports(
+    data: dict[str, Any], locations: Locations, keep: PortAssignment | None = None
+) -> tuple[dict[str, Any], PortAssignment]:
+    """:func:`expand_document`, keeping the ports of ``keep`` (a reload), and the ports given."""
+    expander = _Expander(data, locations, keep)
+    expanded = expander.run()
+    return expanded, PortAssignment(expander.start_port, dict(expander.ports))

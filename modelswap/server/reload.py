@@ -35,6 +35,7 @@ from aiohttp import web
 
 from modelswap.config import LoadedConfig, load_config
 from modelswap.config.diff import ConfigDiff, diff_configs
+from modelswap.config.macros import PortAssignment
 from modelswap.errors import ConfigError, ConfigProblem, ModelswapError
 from modelswap.observability.events_hub import EVENTS_HUB, EventsHub
 from modelswap.router.build import router_update
@@ -79,9 +80,12 @@ class ConfigSource:
     config_dir: str | None = None
     environ: Mapping[str, str] | None = None
     restart_files: Mapping[str, str] = field(default_factory=dict)
+    ports: PortAssignment = field(default_factory=PortAssignment)
+    """The ``${PORT}`` assignment of the config loaded at startup (see :meth:`load`)."""
 
-    def load(self) -> LoadedConfig:
-        return load_config(self.config_path, self.config_dir, self.environ)
+    def load(self, keep_ports: PortAssignment | None = None) -> LoadedConfig:
+        """Read the sources again; models in ``keep_ports`` keep their ``${PORT}``."""
+        return load_config(self.config_path, self.config_dir, self.environ, keep_ports)
 
 
 class ReloadRefused(ModelswapError):
@@ -143,6 +147,8 @@ class ConfigReloader:
         self._measuring = measuring
         self._on_reloaded = on_reloaded
         self._source = source
+        self._ports = source.ports if source is not None else PortAssignment()
+        """The running config's ``${PORT}``s: unchanged models keep theirs across reloads."""
         self._hub = hub
         self._serial = asyncio.Lock()
         self._restart_digests = {
@@ -180,6 +186,7 @@ class ConfigReloader:
                 self._refused(trigger, stopping)
                 raise stopping from None
             self.reloads += 1
+            self._ports = loaded.ports
             if self._on_reloaded is not None:
                 self._on_reloaded()  # e.g. a new modelStatus: the model list changed
             return self._applied(trigger, diff, loaded)
@@ -213,7 +220,7 @@ class ConfigReloader:
             problem = ConfigProblem("the config was not read from files: nothing to reload")
             raise ReloadRefused(409, (problem,))
         try:
-            return await asyncio.to_thread(source.load)
+            return await asyncio.to_thread(source.load, self._ports)
         except ConfigError as error:
             raise ReloadRefused(422, error.problems) from None
 

@@ -21,11 +21,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from modelswap.app import build_app
+from modelswap.app import ROUTER_KEY, build_app
 from modelswap.observability.events_hub import EVENTS_HUB, EventSubscription
+from modelswap.server.context import SERVER_STATE
 from modelswap.server.reload import ConfigSource
 from modelswap.testing.fake_process import (
     FakeUpstreamProcess,
+    fake_upstream_cmd,
     fake_upstream_env,
     pid_alive,
     wait_pid_gone,
@@ -470,3 +472,67 @@ async def test_the_watcher_picks_up_an_edit_within_one_second(tmp_path: Path) ->
         # UIs learn the new model list at once, not at the next process state change.
         statuses = [data for kind, data in seen if kind == "modelStatus"]
         assert statuses and [m["id"] for m in statuses[-1]] == ["a", "b"]
+
+
+def _free_port_run(count: int) -> int:
+    """A base port with ``count`` consecutive ports free on loopback (for ``startPort``)."""
+    import socket
+
+    for base in range(41000, 60000, 97):
+        sockets: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError("no run of free ports")
+
+
+async def test_adding_a_model_that_sorts_first_keeps_the_others_ports_and_processes(
+    tmp_path: Path,
+) -> None:
+    """${PORT}s stay with their models across a reload: nothing else restarts."""
+    base = _free_port_run(3)
+
+    def text(models: list[str]) -> str:
+        lines = [f"startPort: {base}", "healthCheckTimeout: 30", "models:"]
+        for model in models:
+            cmd = fake_upstream_cmd("${PORT}", model)
+            lines += [f"  {model}:", f"    cmd: {json.dumps(cmd)}"]
+            lines.append('    proxy: "http://127.0.0.1:${PORT}"')
+        return "\n".join(lines) + "\n"
+
+    path = tmp_path / "config.yaml"
+    path.write_text(text(["b", "c"]))
+    source = ConfigSource(str(path), environ={})
+    loaded = source.load()
+    source = dataclasses.replace(source, ports=loaded.ports)  # as run_server does
+    app = build_app(loaded.config, base_env=fake_upstream_env(), source=source)
+    router = app[ROUTER_KEY]
+    async with serving(app) as url, aiohttp.ClientSession(url) as session:
+        pids = {}
+        for model in ("b", "c"):  # one at a time (the default group): c evicts b
+            async with session.post("/v1/chat/completions", json=chat(model)) as resp:
+                assert resp.status == 200
+            pids[model] = router.processes[model].pid
+        path.write_text(text(["a", "b", "c"]))
+        async with session.post("/api/config/reload") as resp:
+            body = await resp.json()
+        assert resp.status == 200, body
+        assert body["summary"]["added"] == ["a"]
+        assert body["summary"]["unchanged"] == ["b", "c"]  # same cmd: same port
+        assert router.processes["c"].pid == pids["c"]  # the last one loaded is still running
+        async with session.post("/v1/chat/completions", json=chat("a")) as resp:
+            assert resp.status == 200  # a took the next free port, base + 2
+            assert (await resp.json())["choices"][0]["message"]["content"] == "Hello from a"
+        assert f"--port '{base + 2}'" in app[SERVER_STATE].config.models["a"].cmd
+        await router.wait_idle()
+    for model_pid in pids.values():
+        assert model_pid is not None
+        await wait_pid_gone(model_pid)

@@ -14,7 +14,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modelswap.config.macros import expand_document, format_go_value, model_macro_list
+from modelswap.config.macros import (
+    PortAssignment,
+    expand_document,
+    expand_with_ports,
+    format_go_value,
+    model_macro_list,
+)
 from modelswap.config.yaml_io import load_text
 from modelswap.errors import ConfigError
 from modelswap.process.command import split_command
@@ -118,6 +124,57 @@ def test_s20_6_ports_allocated_in_sorted_order_only_when_cmd_uses_port() -> None
     assert models["model2"]["proxy"] == "http://172.11.22.33:5801"
     assert models["model3"] == {"cmd": "svr --port 9999", "proxy": "http://localhost:9999"}
     assert list(models) == ["model3", "model2", "model1"]  # original key order kept
+
+
+def _ports(text: str, keep: PortAssignment | None = None) -> tuple[dict[str, str], PortAssignment]:
+    doc = load_text(textwrap.dedent(text), "config.yaml", {})
+    expanded, ports = expand_with_ports(doc.data, doc.locations, keep)
+    return {m: body["cmd"] for m, body in expanded["models"].items()}, ports
+
+
+def test_a_reload_keeps_the_ports_of_models_still_there() -> None:
+    """Adding a model that sorts first must not move (and so restart) the others."""
+    before, ports = _ports(
+        """
+        models:
+          b: {cmd: 'svr --port ${PORT}'}
+          c: {cmd: 'svr --port ${PORT}'}
+          d: {cmd: 'svr --port ${PORT}'}
+        """
+    )
+    assert before == {"b": "svr --port 5800", "c": "svr --port 5801", "d": "svr --port 5802"}
+    assert ports == PortAssignment(5800, {"b": 5800, "c": 5801, "d": 5802})
+    # a is new and sorts first; c was removed (it may still be draining: its port
+    # is not handed out again in this reload); e is new too.
+    after, ports2 = _ports(
+        """
+        models:
+          a: {cmd: 'svr --port ${PORT}'}
+          b: {cmd: 'svr --port ${PORT}'}
+          d: {cmd: 'svr --port ${PORT}'}
+          e: {cmd: 'svr --port ${PORT}'}
+        """,
+        ports,
+    )
+    assert after == {
+        "a": "svr --port 5803",
+        "b": "svr --port 5800",
+        "d": "svr --port 5802",
+        "e": "svr --port 5804",
+    }
+    assert ports2.ports == {"a": 5803, "b": 5800, "d": 5802, "e": 5804}
+    # Without the running assignment (a fresh start) ports are llama-swap's: sorted order.
+    fresh, _ = _ports("models: {a: {cmd: 's ${PORT}'}, b: {cmd: 's ${PORT}'}}")
+    assert fresh == {"a": "s 5800", "b": "s 5801"}
+
+
+def test_a_changed_start_port_allocates_every_port_afresh() -> None:
+    _, ports = _ports("models: {b: {cmd: 's ${PORT}'}}")
+    after, ports2 = _ports(
+        "startPort: 7000\nmodels: {a: {cmd: 's ${PORT}'}, b: {cmd: 's ${PORT}'}}", ports
+    )
+    assert after == {"a": "s 7000", "b": "s 7001"}
+    assert ports2 == PortAssignment(7000, {"a": 7000, "b": 7001})
 
 
 def test_s20_6_start_port_defaults_to_5800() -> None:
