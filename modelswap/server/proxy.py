@@ -374,55 +374,43 @@ async def _copy_body(
     still propagates: the handler's cleanup and the upstream abort run as for
     any cancel, but the client gets a complete response instead of a cut one).
     """
-    written = [b""]  # the last chunk written: does the closing event need a blank line?
+    written = b""  # the last chunk written: does a closing event need a blank line first?
     try:
-        return await _relay_chunks(upstream, response, target, seen, written)
+        while True:
+            try:
+                chunk = await upstream.content.readany()
+            except UPSTREAM_ERRORS as error:
+                log.warning(
+                    "[%s] recovered from upstream disconnection during streaming: %s",
+                    target.name,
+                    describe(error),
+                )
+                if response.content_length is not None:
+                    response.force_close()  # a short fixed-length body cannot end cleanly
+                    await _finish(response)
+                elif _is_sse(response):
+                    await _end_sse(response, seen, sse_epilogue(written, target.error_prefix))
+                else:
+                    await _finish(response)
+                return False
+            if not chunk:
+                await _finish(response)
+                return True
+            try:
+                await response.write(chunk)
+            except ConnectionError:
+                log.debug("[%s] client went away; aborting the upstream request", target.name)
+                return False
+            written = chunk
+            add_body_bytes(response, len(chunk))
+            if seen is not None:
+                seen.tee(chunk)
     except asyncio.CancelledError as cancel:
         if cancel.args == (CANCELLED_BY_API,) and _is_sse(response):
             message = f"{target.error_prefix}: request cancelled"
-            epilogue = sse_epilogue(written[0], target.error_prefix, message, status=503)
+            epilogue = sse_epilogue(written, target.error_prefix, message, status=503)
             await _end_sse(response, seen, epilogue)
         raise
-
-
-async def _relay_chunks(
-    upstream: UpstreamResponse,
-    response: web.StreamResponse,
-    target: Target,
-    seen: Observation | None,
-    written: list[bytes],
-) -> bool:
-    """:func:`_copy_body`'s loop; ``written[0]`` is kept as the last chunk written."""
-    chunk = b""
-    while True:
-        last = written[0] = chunk
-        try:
-            chunk = await upstream.content.readany()
-        except UPSTREAM_ERRORS as error:
-            log.warning(
-                "[%s] recovered from upstream disconnection during streaming: %s",
-                target.name,
-                describe(error),
-            )
-            if response.content_length is not None:
-                response.force_close()  # a short fixed-length body cannot end cleanly
-                await _finish(response)
-            elif _is_sse(response):
-                await _end_sse(response, seen, sse_epilogue(last, target.error_prefix))
-            else:
-                await _finish(response)
-            return False
-        if not chunk:
-            await _finish(response)
-            return True
-        try:
-            await response.write(chunk)
-        except ConnectionError:
-            log.debug("[%s] client went away; aborting the upstream request", target.name)
-            return False
-        add_body_bytes(response, len(chunk))
-        if seen is not None:
-            seen.tee(chunk)
 
 
 #: Bodies up to this size with a declared length are relayed in one write
